@@ -1,0 +1,96 @@
+// KafkaSource: a BatchSource over a librdkafka consumer. Uses
+// rd_kafka_consumer_poll one message at a time (librdkafka 2.0's batch consume
+// API can lose or repeat messages around seek, pause and rebalances). Offsets
+// are never auto-committed or auto-stored; auto.offset.reset is "error", so a
+// partition whose position fell off the log is reported, never skipped
+// silently.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "connectors/source.h"
+
+struct rd_kafka_s;
+struct rd_kafka_topic_partition_list_s;
+
+namespace sluice {
+
+struct KafkaSourceOptions {
+  enum class Start { kEarliest, kLatest };
+  enum class Assignment { kAll, kGroup };
+  enum class OnDataLoss { kFail, kSkip };
+
+  std::string brokers;
+  std::vector<std::string> topics;
+  std::string group;
+  Start start = Start::kEarliest;
+  Assignment assignment = Assignment::kAll;
+  OnDataLoss on_data_loss = OnDataLoss::kFail;
+  // librdkafka properties passed through unchanged ([kafka] section).
+  std::vector<std::pair<std::string, std::string>> properties;
+  // How long Open() keeps trying to reach the brokers before failing.
+  std::chrono::milliseconds connect_timeout{30000};
+};
+
+// librdkafka properties that sluice owns: setting them in [kafka] would break
+// the offset protocol, so the config loader rejects them.
+const std::set<std::string>& ReservedKafkaProperties();
+
+class KafkaSource : public BatchSource {
+ public:
+  explicit KafkaSource(KafkaSourceOptions options);
+  ~KafkaSource() override;
+  KafkaSource(const KafkaSource&) = delete;
+  KafkaSource& operator=(const KafkaSource&) = delete;
+
+  Status Open(const StoredOffsetLookup& stored) override;
+  Status Fetch(size_t max_messages, std::chrono::milliseconds max_wait, std::vector<Message>* out) override;
+  OffsetMap Positions() const override { return positions_; }
+  OffsetMap StartOffsets() const override { return start_offsets_; }
+  Result<OffsetMap> EndOffsets() override;
+  Status CommitOffsets(const OffsetMap& next) override;
+  Status Rewind(const OffsetMap& to) override;
+  void Idle(std::chrono::milliseconds duration, const std::atomic<bool>& stop) override;
+  void Close() override;
+  std::string Describe() const override;
+
+  // Gaps skipped because of on_data_loss = skip since the last call, as
+  // human-readable notes ("orders[3]: skipped 380 offsets 120..499").
+  std::vector<std::string> TakeDataLossNotes();
+
+ private:
+  struct Deleter {
+    void operator()(rd_kafka_s* rk) const;
+  };
+  friend struct RebalanceHook;  // librdkafka's rebalance callback, in the .cc
+  void OnRebalance(int err, rd_kafka_topic_partition_list_s* partitions);
+  Status WaitForBrokers();
+  Result<std::vector<TopicPartition>> ListPartitions();
+  // Resolves where each partition starts: stored, else committed, else `start`.
+  Result<OffsetMap> ResolveStartOffsets(const std::vector<TopicPartition>& partitions);
+  Status HandleOutOfRange(const TopicPartition& tp, int64_t offset);
+  bool AllAtEnd() const;
+  void DropBuffered(const std::set<TopicPartition>& partitions);
+
+  KafkaSourceOptions options_;
+  std::unique_ptr<rd_kafka_s, Deleter> rk_;
+  StoredOffsetLookup stored_lookup_;
+  std::set<TopicPartition> assigned_;
+  std::set<TopicPartition> at_end_;
+  OffsetMap positions_;
+  OffsetMap start_offsets_;
+  std::vector<Message> pending_;  // fetched while idle; served first
+  std::vector<Message>* fetching_ = nullptr;  // the batch Fetch() is filling, for revocations
+  size_t fetch_base_ = 0;                     // where this Fetch() started appending in *fetching_
+  bool rebalanced_ = false;
+  Status rebalance_error_;
+  std::vector<std::string> data_loss_notes_;
+};
+
+}  // namespace sluice

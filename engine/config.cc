@@ -1,0 +1,332 @@
+// Pipeline directory loading and pipeline.conf validation.
+#include "engine/config.h"
+
+#include <boost/program_options.hpp>
+
+#include <algorithm>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <set>
+#include <sstream>
+
+#include "sql/database.h"
+
+namespace sluice {
+namespace fs = std::filesystem;
+namespace po = boost::program_options;
+
+namespace {
+
+std::string Trim(const std::string& text) {
+  size_t begin = text.find_first_not_of(" \t\r\n");
+  if (begin == std::string::npos) return "";
+  size_t end = text.find_last_not_of(" \t\r\n");
+  return text.substr(begin, end - begin + 1);
+}
+
+std::string Lower(std::string text) {
+  for (char& c : text) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return text;
+}
+
+// Finds the line of `key` in `section` for messages (0 when not found).
+int FindLine(const std::string& text, const std::string& section, const std::string& key) {
+  std::istringstream in(text);
+  std::string line, current;
+  int number = 0;
+  while (std::getline(in, line)) {
+    ++number;
+    std::string trimmed = Trim(line);
+    if (trimmed.size() > 2 && trimmed.front() == '[' && trimmed.back() == ']') {
+      current = Trim(trimmed.substr(1, trimmed.size() - 2));
+    } else if (current == section) {
+      size_t eq = trimmed.find('=');
+      if (eq != std::string::npos && Trim(trimmed.substr(0, eq)) == key) return number;
+    }
+  }
+  return 0;
+}
+
+class ConfigErrors {
+ public:
+  ConfigErrors(const std::string& text, const std::string& display) : text_(text), display_(display) {}
+  void Add(const std::string& section, const std::string& key, const std::string& message) {
+    int line = key.empty() ? 0 : FindLine(text_, section, key);
+    std::string where = display_ + (line ? ":" + std::to_string(line) : "");
+    std::string what = key.empty() ? "[" + section + "]" : "[" + section + "] " + key;
+    errors_.push_back(where + ": " + what + ": " + message);
+  }
+  bool empty() const { return errors_.empty(); }
+  Status ToStatus() const {
+    std::string joined;
+    for (const auto& error : errors_) joined += (joined.empty() ? "" : "\n") + error;
+    return Status::InvalidConfig(joined);
+  }
+
+ private:
+  const std::string& text_;
+  std::string display_;
+  std::vector<std::string> errors_;
+};
+
+std::vector<std::string> SplitList(const std::string& text) {
+  std::vector<std::string> items;
+  std::stringstream in(text);
+  std::string item;
+  while (std::getline(in, item, ',')) {
+    item = Trim(item);
+    if (!item.empty()) items.push_back(item);
+  }
+  return items;
+}
+
+}  // namespace
+
+Result<std::chrono::milliseconds> ParseDuration(const std::string& text) {
+  std::string trimmed = Trim(text);
+  size_t digits = 0;
+  while (digits < trimmed.size() && (std::isdigit(static_cast<unsigned char>(trimmed[digits])) || trimmed[digits] == '.')) {
+    ++digits;
+  }
+  std::string number = trimmed.substr(0, digits);
+  std::string unit = Lower(Trim(trimmed.substr(digits)));
+  auto bad = Status::InvalidConfig("'" + text + "' is not a duration; use a number with ms, s, m, h or d (500ms, 2s, 5m)");
+  if (number.empty() || std::count(number.begin(), number.end(), '.') > 1) return bad;
+  double value = std::strtod(number.c_str(), nullptr);
+  double scale = 0;
+  if (unit == "ms") scale = 1;
+  else if (unit == "s" || unit.empty()) scale = 1000;
+  else if (unit == "m" || unit == "min") scale = 60e3;
+  else if (unit == "h") scale = 3600e3;
+  else if (unit == "d") scale = 86400e3;
+  else return bad;
+  double ms = value * scale;
+  if (ms > 1e13) return bad;
+  return std::chrono::milliseconds(static_cast<int64_t>(ms));
+}
+
+Result<std::string> ExpandEnvironment(const std::string& text) {
+  std::string out;
+  size_t pos = 0;
+  while (pos < text.size()) {
+    size_t start = text.find("${", pos);
+    if (start == std::string::npos) {
+      out += text.substr(pos);
+      break;
+    }
+    size_t end = text.find('}', start);
+    if (end == std::string::npos) return Status::InvalidConfig("unclosed ${ in '" + text + "'");
+    out += text.substr(pos, start - pos);
+    std::string name = text.substr(start + 2, end - start - 2);
+    const char* value = std::getenv(name.c_str());
+    if (value == nullptr) return Status::InvalidConfig("environment variable " + name + " is not set");
+    out += value;
+    pos = end + 1;
+  }
+  return out;
+}
+
+bool IsSecretProperty(const std::string& name) {
+  std::string lower = Lower(name);
+  for (const char* word : {"password", "secret", "token", "key"}) {
+    if (lower.find(word) != std::string::npos) return true;
+  }
+  return false;
+}
+
+Result<PipelineConfig> ParseConfig(const std::string& text, const std::string& display, const std::string& dir,
+                                   const ConfigOverrides& overrides) {
+  ConfigErrors errors(text, display);
+  po::parsed_options parsed(nullptr);
+  try {
+    std::istringstream in(text);
+    po::options_description none;
+    parsed = po::parse_config_file(in, none, /*allow_unregistered=*/true);
+  } catch (const po::error& e) {
+    return Status::InvalidConfig(display + ": " + e.what() + " (expected INI: [section] lines and key = value lines)");
+  }
+
+  PipelineConfig config;
+  config.dir = dir;
+  config.source.group = "sluice-" + fs::path(dir).lexically_normal().filename().string();
+  if (config.source.group == "sluice-" || config.source.group == "sluice-.") config.source.group = "sluice";
+  config.source.brokers = "localhost:9092";
+  std::string database = "pipeline.db";
+  std::map<std::string, int> seen;
+  const std::set<std::string> known = {
+      "source.brokers", "source.topic", "source.group", "source.start", "source.assignment", "source.on_data_loss",
+      "source.connect_timeout", "batch.max_messages", "batch.max_wait", "batch.every", "target.database",
+      "target.busy_timeout"};
+  std::set<std::string> column_names;
+
+  for (const auto& option : parsed.options) {
+    const std::string& full = option.string_key;
+    size_t dot = full.find('.');
+    std::string section = dot == std::string::npos ? "" : full.substr(0, dot);
+    std::string key = dot == std::string::npos ? full : full.substr(dot + 1);
+    std::string raw = option.value.empty() ? "" : Trim(option.value[0]);
+    Result<std::string> expanded = ExpandEnvironment(raw);
+    if (!expanded.ok()) {
+      errors.Add(section, key, expanded.status().message());
+      continue;
+    }
+    const std::string& value = *expanded;
+
+    if (section == "kafka") {
+      if (ReservedKafkaProperties().count(key)) {
+        errors.Add(section, key, "is set by sluice itself (offsets are committed only after the database commits); "
+                                 "remove it" + std::string(key == "bootstrap.servers" ? " and use [source] brokers" : ""));
+      } else {
+        config.source.properties.emplace_back(key, value);
+      }
+      continue;
+    }
+    if (section == "columns") {
+      if (!IsPlainIdentifier(key)) {
+        errors.Add(section, key, "column names must be letters, digits and _ and not start with a digit");
+        continue;
+      }
+      if (key.rfind("_kafka_", 0) == 0 || key.rfind("_sluice_", 0) == 0) {
+        errors.Add(section, key, "names starting with _kafka_ or _sluice_ are reserved for sluice's own columns");
+        continue;
+      }
+      if (!column_names.insert(Lower(key)).second) {
+        errors.Add(section, key, "is declared twice");
+        continue;
+      }
+      Result<ColumnSpec> column = ParseColumnSpec(key, value);
+      if (!column.ok()) errors.Add(section, key, column.status().message());
+      else config.columns.push_back(*column);
+      continue;
+    }
+    if (section.empty() || !known.count(full)) {
+      if (section != "source" && section != "batch" && section != "target") {
+        errors.Add(section.empty() ? "?" : section, key,
+                   "unknown section [" + section + "] (sections: source, batch, columns, target, kafka)");
+      } else {
+        errors.Add(section, key, "unknown key");
+      }
+      continue;
+    }
+    if (seen[full]++) {
+      errors.Add(section, key, "is set twice");
+      continue;
+    }
+    if (full == "source.brokers") {
+      config.source.brokers = value;
+    } else if (full == "source.topic") {
+      config.source.topics = SplitList(value);
+    } else if (full == "source.group") {
+      config.source.group = value;
+    } else if (full == "source.start") {
+      if (value == "earliest") config.source.start = KafkaSourceOptions::Start::kEarliest;
+      else if (value == "latest") config.source.start = KafkaSourceOptions::Start::kLatest;
+      else errors.Add(section, key, "'" + value + "' is not one of: earliest, latest");
+    } else if (full == "source.assignment") {
+      if (value == "all") config.source.assignment = KafkaSourceOptions::Assignment::kAll;
+      else if (value == "group") config.source.assignment = KafkaSourceOptions::Assignment::kGroup;
+      else errors.Add(section, key, "'" + value + "' is not one of: all, group");
+    } else if (full == "source.on_data_loss") {
+      if (value == "fail") config.source.on_data_loss = KafkaSourceOptions::OnDataLoss::kFail;
+      else if (value == "skip") config.source.on_data_loss = KafkaSourceOptions::OnDataLoss::kSkip;
+      else errors.Add(section, key, "'" + value + "' is not one of: fail, skip");
+    } else if (full == "batch.max_messages") {
+      char* end = nullptr;
+      long long parsed_value = std::strtoll(value.c_str(), &end, 10);
+      if (value.empty() || *end != '\0' || parsed_value < 1 || parsed_value > 10000000) {
+        errors.Add(section, key, "'" + value + "' is not a whole number between 1 and 10000000");
+      } else {
+        config.max_messages = static_cast<size_t>(parsed_value);
+      }
+    } else if (full == "target.database") {
+      database = value;
+    } else if (full == "target.busy_timeout" || full == "source.connect_timeout" || full == "batch.max_wait" ||
+               full == "batch.every") {
+      Result<std::chrono::milliseconds> duration = ParseDuration(value);
+      if (!duration.ok()) {
+        errors.Add(section, key, duration.status().message());
+      } else if (full == "batch.every" && duration->count() == 0) {
+        errors.Add(section, key, "must be longer than 0");
+      } else if (full == "target.busy_timeout") {
+        config.busy_timeout_ms = static_cast<int>(std::min<int64_t>(duration->count(), 3600000));
+      } else if (full == "source.connect_timeout") {
+        config.source.connect_timeout = *duration;
+      } else if (full == "batch.max_wait") {
+        config.max_wait = *duration;
+      } else {
+        config.every = *duration;
+      }
+    }
+  }
+  if (overrides.brokers) config.source.brokers = *overrides.brokers;
+  if (overrides.max_messages) config.max_messages = *overrides.max_messages;
+  if (overrides.database) database = *overrides.database;
+  if (config.source.topics.empty()) errors.Add("source", "topic", "is required: the topic (or comma-separated topics) to read");
+  if (config.source.brokers.empty()) errors.Add("source", "brokers", "is empty; set it or pass --brokers");
+  if (config.source.group.empty()) errors.Add("source", "group", "is empty");
+  if (!errors.empty()) return errors.ToStatus();
+  config.database = database == ":memory:" || fs::path(database).is_absolute() || overrides.database
+                        ? database
+                        : (fs::path(dir) / database).string();
+  return config;
+}
+
+Result<Pipeline> LoadPipeline(const std::string& dir, const ConfigOverrides& overrides) {
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) return Status::InvalidConfig(dir + ": not a pipeline directory (it does not exist)");
+  fs::path conf_path = fs::path(dir) / "pipeline.conf";
+  std::ifstream in(conf_path);
+  if (!in) {
+    return Status::InvalidConfig(conf_path.string() +
+                                 ": missing; a pipeline directory needs pipeline.conf (see `sluice run --help`)");
+  }
+  std::ostringstream content;
+  content << in.rdbuf();
+  Pipeline pipeline;
+  Result<PipelineConfig> config = ParseConfig(content.str(), conf_path.string(), dir, overrides);
+  if (!config.ok()) return config.status();
+  pipeline.config = std::move(*config);
+
+  fs::path schema = fs::path(dir) / "schema.sql";
+  if (fs::exists(schema, ec)) {
+    Result<SqlFile> file = ReadSqlFile(schema.string(), "schema.sql");
+    if (!file.ok()) return file.status();
+    pipeline.schema = std::move(*file);
+  }
+  fs::path steps = fs::path(dir) / "steps";
+  if (fs::is_directory(steps, ec)) {
+    std::vector<fs::path> files;
+    for (const auto& entry : fs::directory_iterator(steps)) {
+      if (entry.is_regular_file() && entry.path().extension() == ".sql") files.push_back(entry.path());
+    }
+    std::sort(files.begin(), files.end());
+    for (const auto& file : files) {
+      Result<SqlFile> step = ReadSqlFile(file.string(), "steps/" + file.filename().string());
+      if (!step.ok()) return step.status();
+      pipeline.steps.push_back(std::move(*step));
+    }
+  }
+  fs::path seeds = fs::path(dir) / "seeds";
+  if (fs::is_directory(seeds, ec)) {
+    std::vector<fs::path> files;
+    for (const auto& entry : fs::directory_iterator(seeds)) {
+      if (entry.is_regular_file() && entry.path().extension() == ".csv") files.push_back(entry.path());
+    }
+    std::sort(files.begin(), files.end());
+    for (const auto& file : files) {
+      std::string table = file.stem().string();
+      std::string display = "seeds/" + file.filename().string();
+      if (!IsPlainIdentifier(table) || table.rfind("_sluice_", 0) == 0 || Lower(table) == "batch") {
+        return Status::InvalidConfig(display + ": a seed's file name becomes its table name, so it must be letters, "
+                                               "digits and _ (not starting with a digit, not _sluice_*, not batch); "
+                                               "rename the file");
+      }
+      pipeline.seeds.push_back({file.string(), display, table});
+    }
+  }
+  return pipeline;
+}
+
+}  // namespace sluice

@@ -1,0 +1,65 @@
+// Pipeline directory loading: pipeline.conf (INI, read with
+// Boost.Program_options), schema.sql, steps/*.sql in lexical order and
+// seeds/*.csv. Every mistake is reported before anything runs, naming the
+// file, the line and the key, and saying what is accepted.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "connectors/kafka_source.h"
+#include "engine/status.h"
+#include "sql/seeds.h"
+#include "sql/sql_file.h"
+#include "sql/staging.h"
+
+namespace sluice {
+
+struct PipelineConfig {
+  std::string dir;  // the pipeline directory, as given
+  KafkaSourceOptions source;
+  size_t max_messages = 50000;
+  std::chrono::milliseconds max_wait{2000};
+  std::chrono::milliseconds every{std::chrono::minutes(5)};
+  std::vector<ColumnSpec> columns;
+  std::string database;  // resolved: relative paths are relative to `dir`
+  int busy_timeout_ms = 10000;
+};
+
+// Command-line values that win over pipeline.conf.
+struct ConfigOverrides {
+  std::optional<std::string> brokers;
+  std::optional<std::string> database;
+  std::optional<size_t> max_messages;
+};
+
+struct Pipeline {
+  PipelineConfig config;
+  std::optional<SqlFile> schema;  // schema.sql, when present
+  std::vector<SqlFile> steps;     // steps/*.sql in lexical order
+  std::vector<SeedFile> seeds;    // seeds/*.csv
+};
+
+// Loads and checks the pipeline directory `dir`.
+Result<Pipeline> LoadPipeline(const std::string& dir, const ConfigOverrides& overrides = {});
+
+// Parses pipeline.conf's text; `display` names it in messages.
+Result<PipelineConfig> ParseConfig(const std::string& text, const std::string& display, const std::string& dir,
+                                   const ConfigOverrides& overrides = {});
+
+// "500ms", "2s", "5m", "1h", "1d" (a bare number is seconds).
+Result<std::chrono::milliseconds> ParseDuration(const std::string& text);
+
+// Replaces ${NAME} with the environment variable NAME; a missing variable is
+// an error that names it.
+Result<std::string> ExpandEnvironment(const std::string& text);
+
+// True for property names that hold secrets (password, secret, token, key):
+// their values are shown as *** everywhere sluice prints them.
+bool IsSecretProperty(const std::string& name);
+
+}  // namespace sluice

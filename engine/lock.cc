@@ -1,0 +1,47 @@
+// PipelineLock implementation.
+#include "engine/lock.h"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <string>
+
+#include "sql/catalog.h"
+
+namespace sluice {
+
+Result<std::unique_ptr<PipelineLock>> PipelineLock::Acquire(const std::string& database, bool exclusive) {
+  if (database == ":memory:" || database.empty()) return std::unique_ptr<PipelineLock>(new PipelineLock(-1));
+  std::string path = database + "-sluice.lock";
+  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) return Status::IoError("cannot open lock file " + path + ": " + std::strerror(errno));
+  if (::flock(fd, (exclusive ? LOCK_EX : LOCK_SH) | LOCK_NB) != 0) {
+    char holder[256] = {0};
+    ssize_t n = ::pread(fd, holder, sizeof(holder) - 1, 0);
+    ::close(fd);
+    std::string who = n > 0 ? std::string(holder, static_cast<size_t>(n)) : "another process";
+    while (!who.empty() && (who.back() == '\n' || who.back() == '\0')) who.pop_back();
+    return Status::Conflict("database " + database + " is in use by " + who +
+                            "; only one `assignment = all` process may run a pipeline (use assignment = group to share "
+                            "partitions between processes)");
+  }
+  if (exclusive) {
+    char host[128] = {0};
+    ::gethostname(host, sizeof(host) - 1);
+    std::string holder = "sluice pid " + std::to_string(::getpid()) + " on " + host + " since " + Catalog::Now() + "\n";
+    if (::ftruncate(fd, 0) == 0) {
+      ssize_t written = ::pwrite(fd, holder.data(), holder.size(), 0);
+      (void)written;
+    }
+  }
+  return std::unique_ptr<PipelineLock>(new PipelineLock(fd));
+}
+
+PipelineLock::~PipelineLock() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+}  // namespace sluice

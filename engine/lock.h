@@ -1,0 +1,29 @@
+// PipelineLock: an advisory lock beside the target database
+// ("<database>-sluice.lock", flock). `all` mode takes it exclusively, so a
+// second process cannot consume the same partitions into the same database;
+// `group` mode takes it shared, so group members coexist but an `all`-mode
+// process is refused while they run. The kernel drops the lock when the
+// process dies, so a SIGKILL never leaves a stale lock behind.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "engine/status.h"
+
+namespace sluice {
+
+class PipelineLock {
+ public:
+  // Fails at once (never waits) with a message naming the holder.
+  static Result<std::unique_ptr<PipelineLock>> Acquire(const std::string& database, bool exclusive);
+  ~PipelineLock();
+  PipelineLock(const PipelineLock&) = delete;
+  PipelineLock& operator=(const PipelineLock&) = delete;
+
+ private:
+  explicit PipelineLock(int fd) : fd_(fd) {}
+  int fd_;
+};
+
+}  // namespace sluice

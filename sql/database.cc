@@ -1,0 +1,188 @@
+// Database, Statement and Transaction implementations.
+#include "sql/database.h"
+
+#include <fcntl.h>
+#include <sqlite3.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+namespace sluice {
+
+std::string QuoteIdentifier(std::string_view name) {
+  std::string quoted = "\"";
+  for (char c : name) {
+    if (c == '"') quoted += '"';
+    quoted += c;
+  }
+  return quoted + "\"";
+}
+
+std::string QuoteLiteral(std::string_view text) {
+  std::string quoted = "'";
+  for (char c : text) {
+    if (c == '\'') quoted += '\'';
+    quoted += c;
+  }
+  return quoted + "'";
+}
+
+bool IsPlainIdentifier(std::string_view name) {
+  if (name.empty()) return false;
+  auto alpha = [](char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_'; };
+  if (!alpha(name[0])) return false;
+  for (char c : name) {
+    if (!alpha(c) && !(c >= '0' && c <= '9')) return false;
+  }
+  return true;
+}
+
+Statement& Statement::operator=(Statement&& other) noexcept {
+  if (this != &other) {
+    sqlite3_finalize(stmt_);
+    stmt_ = other.stmt_;
+    other.stmt_ = nullptr;
+  }
+  return *this;
+}
+
+Statement::~Statement() { sqlite3_finalize(stmt_); }
+
+void Statement::BindNull(int index) { sqlite3_bind_null(stmt_, index); }
+void Statement::BindInt(int index, int64_t value) { sqlite3_bind_int64(stmt_, index, value); }
+void Statement::BindDouble(int index, double value) { sqlite3_bind_double(stmt_, index, value); }
+void Statement::BindText(int index, std::string_view value, bool static_data) {
+  sqlite3_bind_text64(stmt_, index, value.data(), value.size(), static_data ? SQLITE_STATIC : SQLITE_TRANSIENT,
+                      SQLITE_UTF8);
+}
+void Statement::BindBlob(int index, std::string_view value, bool static_data) {
+  sqlite3_bind_blob64(stmt_, index, value.data(), value.size(), static_data ? SQLITE_STATIC : SQLITE_TRANSIENT);
+}
+
+Result<bool> Statement::Step() {
+  int rc = sqlite3_step(stmt_);
+  if (rc == SQLITE_ROW) return true;
+  if (rc == SQLITE_DONE) return false;
+  return Status::SqlError(sqlite3_errmsg(sqlite3_db_handle(stmt_)));
+}
+
+Status Statement::Run() {
+  while (true) {
+    Result<bool> row = Step();
+    if (!row.ok()) return row.status();
+    if (!*row) return Status::Ok();
+  }
+}
+
+void Statement::Reset() {
+  sqlite3_reset(stmt_);
+  sqlite3_clear_bindings(stmt_);
+}
+
+bool Statement::IsNull(int column) const { return sqlite3_column_type(stmt_, column) == SQLITE_NULL; }
+int64_t Statement::ColumnInt(int column) const { return sqlite3_column_int64(stmt_, column); }
+double Statement::ColumnDouble(int column) const { return sqlite3_column_double(stmt_, column); }
+std::string Statement::ColumnText(int column) const {
+  const unsigned char* text = sqlite3_column_text(stmt_, column);
+  if (text == nullptr) return std::string();
+  return std::string(reinterpret_cast<const char*>(text), sqlite3_column_bytes(stmt_, column));
+}
+
+Result<std::unique_ptr<Database>> Database::Open(const std::string& path, const DatabaseOptions& options) {
+  bool in_memory = path == ":memory:" || path.empty();
+  if (!in_memory && options.private_file && !options.read_only) {
+    // Create the file ourselves so it starts 0600; SQLite gives its WAL and
+    // shared-memory files the same permissions.
+    int fd = ::open(path.c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0600);
+    if (fd < 0) {
+      return Status::IoError("cannot open database " + path + ": " + std::strerror(errno) +
+                             " (check [target] database or --db and the directory's permissions)");
+    }
+    ::close(fd);
+  }
+  sqlite3* db = nullptr;
+  int flags = options.read_only ? SQLITE_OPEN_READONLY : (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
+  int rc = sqlite3_open_v2(path.c_str(), &db, flags | SQLITE_OPEN_NOMUTEX, nullptr);
+  if (rc != SQLITE_OK) {
+    std::string what = db ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
+    sqlite3_close(db);
+    return Status::IoError("cannot open database " + path + ": " + what);
+  }
+  std::unique_ptr<Database> database(new Database(db, path));
+  sqlite3_extended_result_codes(db, 1);
+  sqlite3_busy_timeout(db, options.busy_timeout_ms);
+  // Step SQL must not load native code.
+  sqlite3_db_config(db, SQLITE_DBCONFIG_ENABLE_LOAD_EXTENSION, 0, nullptr);
+  sqlite3_db_config(db, SQLITE_DBCONFIG_TRUSTED_SCHEMA, 0, nullptr);
+  if (!options.read_only && !in_memory) {
+    Status st = database->Exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;");
+    if (!st.ok()) return st.WithContext("cannot prepare database " + path);
+  }
+  return database;
+}
+
+Database::~Database() { sqlite3_close_v2(db_); }
+
+Status Database::Exec(const std::string& sql) {
+  char* error = nullptr;
+  int rc = sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, &error);
+  if (rc != SQLITE_OK) {
+    std::string what = error ? error : sqlite3_errstr(rc);
+    sqlite3_free(error);
+    return Status::SqlError(what);
+  }
+  return Status::Ok();
+}
+
+Result<Statement> Database::Prepare(const std::string& sql) {
+  sqlite3_stmt* stmt = nullptr;
+  int rc = sqlite3_prepare_v3(db_, sql.c_str(), static_cast<int>(sql.size()), SQLITE_PREPARE_PERSISTENT, &stmt, nullptr);
+  if (rc != SQLITE_OK) return Status::SqlError(sqlite3_errmsg(db_));
+  return Statement(stmt);
+}
+
+Result<int64_t> Database::QueryInt(const std::string& sql, int64_t fallback) {
+  Result<Statement> stmt = Prepare(sql);
+  if (!stmt.ok()) return stmt.status();
+  Result<bool> row = stmt->Step();
+  if (!row.ok()) return row.status();
+  if (!*row || stmt->IsNull(0)) return fallback;
+  return stmt->ColumnInt(0);
+}
+
+bool Database::TableExists(const std::string& name) {
+  Result<Statement> stmt = Prepare("SELECT 1 FROM sqlite_schema WHERE type IN ('table','view') AND name = ?");
+  if (!stmt.ok()) return false;
+  stmt->BindText(1, name);
+  Result<bool> row = stmt->Step();
+  return row.ok() && *row;
+}
+
+std::string Database::LastError() const { return sqlite3_errmsg(db_); }
+int64_t Database::Changes() const { return sqlite3_changes64(db_); }
+
+Result<std::unique_ptr<Transaction>> Transaction::Begin(Database* db) {
+  Status st = db->Exec("BEGIN IMMEDIATE");
+  if (!st.ok()) return st.WithContext("cannot begin a write transaction on " + db->path());
+  return std::unique_ptr<Transaction>(new Transaction(db));
+}
+
+Transaction::~Transaction() { Rollback(); }
+
+Status Transaction::Commit() {
+  if (!open_) return Status::SqlError("transaction is no longer open");
+  Status st = db_->Exec("COMMIT");
+  if (!st.ok()) return st.WithContext("commit failed");
+  open_ = false;
+  return Status::Ok();
+}
+
+void Transaction::Rollback() {
+  if (!open_) return;
+  open_ = false;
+  if (!sqlite3_get_autocommit(db_->handle())) db_->Exec("ROLLBACK");
+}
+
+}  // namespace sluice

@@ -1,0 +1,32 @@
+// SqlFile: runs an analyst's .sql file (schema.sql or a step) statement by
+// statement, so that an error names the file and the line of the statement
+// (or of the exact token, for syntax errors). Transaction control is refused:
+// files run inside sluice's transaction, which owns atomicity. ATTACH is
+// refused too, so that a step cannot reach files outside the pipeline.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "engine/status.h"
+#include "sql/database.h"
+
+namespace sluice {
+
+struct SqlFile {
+  std::string path;     // on disk
+  std::string display;  // in messages: "steps/20_upsert.sql"
+  std::string text;
+};
+
+// Reads `path`; `display` names it in messages.
+Result<SqlFile> ReadSqlFile(const std::string& path, const std::string& display);
+
+// Runs every statement of `file`. On failure returns SqlError with
+// "<display>:<line>: <sqlite message>" and leaves the transaction to the caller.
+Status RunSqlFile(Database* db, const SqlFile& file);
+
+// The 1-based line of byte `offset` in `text`.
+int LineAt(const std::string& text, size_t offset);
+
+}  // namespace sluice

@@ -1,0 +1,426 @@
+// Staging implementation: JSON path lookup, lenient casts, prepared inserts.
+#include "sql/staging.h"
+
+#include <rapidjson/error/en.h>
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
+
+#include <cerrno>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+
+namespace sluice {
+namespace {
+
+constexpr size_t kValueBufferSize = 64 * 1024;
+constexpr unsigned kParseFlags = rapidjson::kParseIterativeFlag | rapidjson::kParseValidateEncodingFlag;
+
+std::string Upper(std::string text) {
+  for (char& c : text) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  return text;
+}
+
+std::string Lower(std::string_view text) {
+  std::string lower(text);
+  for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return lower;
+}
+
+std::string_view Trim(std::string_view text) {
+  size_t begin = text.find_first_not_of(" \t\r\n");
+  if (begin == std::string_view::npos) return {};
+  size_t end = text.find_last_not_of(" \t\r\n");
+  return text.substr(begin, end - begin + 1);
+}
+
+Result<std::vector<ColumnSpec::PathElement>> ParsePath(const std::string& path) {
+  std::vector<ColumnSpec::PathElement> elements;
+  if (path.empty() || path[0] != '$') return Status::InvalidConfig("a JSON path starts with $ (for example $.customer.id)");
+  size_t pos = 1;
+  while (pos < path.size()) {
+    if (path[pos] == '.') {
+      size_t end = path.find_first_of(".[", pos + 1);
+      std::string member = path.substr(pos + 1, end == std::string::npos ? std::string::npos : end - pos - 1);
+      if (member.empty()) return Status::InvalidConfig("empty member name in JSON path " + path);
+      elements.push_back({member, -1});
+      pos = end == std::string::npos ? path.size() : end;
+    } else if (path[pos] == '[') {
+      size_t end = path.find(']', pos);
+      if (end == std::string::npos) return Status::InvalidConfig("unclosed [ in JSON path " + path);
+      std::string inside = path.substr(pos + 1, end - pos - 1);
+      if (inside.size() >= 2 && (inside.front() == '"' || inside.front() == '\'') && inside.back() == inside.front()) {
+        elements.push_back({inside.substr(1, inside.size() - 2), -1});
+      } else {
+        char* parse_end = nullptr;
+        errno = 0;
+        long long index = std::strtoll(inside.c_str(), &parse_end, 10);
+        if (inside.empty() || *parse_end != '\0' || index < 0 || errno != 0) {
+          return Status::InvalidConfig("[" + inside + "] in JSON path " + path + " is not an array index or a quoted name");
+        }
+        elements.push_back({"", index});
+      }
+      pos = end + 1;
+    } else {
+      return Status::InvalidConfig("unexpected '" + std::string(1, path[pos]) + "' in JSON path " + path +
+                                   " (use $.a.b or $.a[0])");
+    }
+  }
+  return elements;
+}
+
+std::string ToJson(const rapidjson::Value& value) {
+  rapidjson::StringBuffer buffer;
+  rapidjson::Writer<rapidjson::StringBuffer> writer(buffer);
+  value.Accept(writer);
+  return std::string(buffer.GetString(), buffer.GetSize());
+}
+
+// Shows a value in an error message, shortened.
+std::string Show(const rapidjson::Value& value) {
+  std::string json = ToJson(value);
+  if (json.size() > 60) json = json.substr(0, 57) + "...";
+  return json;
+}
+
+const char* KindOf(const rapidjson::Value& value) {
+  if (value.IsObject()) return "an object";
+  if (value.IsArray()) return "an array";
+  if (value.IsString()) return "a string";
+  if (value.IsBool()) return "a boolean";
+  if (value.IsNumber()) return "a number";
+  return "null";
+}
+
+bool ParseDouble(std::string_view text, double* out) {
+  std::string trimmed(Trim(text));
+  if (trimmed.empty()) return false;
+  char* end = nullptr;
+  errno = 0;
+  double parsed = std::strtod(trimmed.c_str(), &end);
+  if (*end != '\0' || errno == ERANGE || !std::isfinite(parsed)) return false;
+  *out = parsed;
+  return true;
+}
+
+bool DoubleToInt(double value, int64_t* out) {
+  if (!std::isfinite(value) || std::floor(value) != value) return false;
+  if (value < -9223372036854775808.0 || value >= 9223372036854775808.0) return false;
+  *out = static_cast<int64_t>(value);
+  return true;
+}
+
+bool ParseInteger(std::string_view text, int64_t* out) {
+  std::string trimmed(Trim(text));
+  if (trimmed.empty()) return false;
+  char* end = nullptr;
+  errno = 0;
+  long long parsed = std::strtoll(trimmed.c_str(), &end, 10);
+  if (*end == '\0' && errno == 0) {
+    *out = parsed;
+    return true;
+  }
+  double as_double = 0;
+  return ParseDouble(trimmed, &as_double) && DoubleToInt(as_double, out);
+}
+
+}  // namespace
+
+const char* ColumnTypeName(ColumnType type) {
+  switch (type) {
+    case ColumnType::kText: return "TEXT";
+    case ColumnType::kInteger: return "INTEGER";
+    case ColumnType::kReal: return "REAL";
+    case ColumnType::kBoolean: return "BOOLEAN";
+    case ColumnType::kJson: return "JSON";
+  }
+  return "TEXT";
+}
+
+Result<ColumnSpec> ParseColumnSpec(const std::string& name, const std::string& spec) {
+  ColumnSpec column;
+  column.name = name;
+  std::string_view trimmed = Trim(spec);
+  size_t space = trimmed.find_first_of(" \t");
+  std::string type = Upper(std::string(trimmed.substr(0, space)));
+  if (type == "TEXT") column.type = ColumnType::kText;
+  else if (type == "INTEGER") column.type = ColumnType::kInteger;
+  else if (type == "REAL") column.type = ColumnType::kReal;
+  else if (type == "BOOLEAN") column.type = ColumnType::kBoolean;
+  else if (type == "JSON") column.type = ColumnType::kJson;
+  else {
+    return Status::InvalidConfig("unknown type '" + std::string(trimmed.substr(0, space)) +
+                                 "' (use TEXT, INTEGER, REAL, BOOLEAN or JSON, optionally followed by a path like $.a.b)");
+  }
+  if (space != std::string_view::npos) {
+    column.path_text = std::string(Trim(trimmed.substr(space)));
+    Result<std::vector<ColumnSpec::PathElement>> path = ParsePath(column.path_text);
+    if (!path.ok()) return path.status();
+    column.path = *path;
+  }
+  return column;
+}
+
+RowParser::RowParser(std::vector<ColumnSpec> columns)
+    : columns_(std::move(columns)),
+      cells_(columns_.size()),
+      value_buffer_(new char[kValueBufferSize]),
+      value_allocator_(value_buffer_.get(), kValueBufferSize) {}
+
+Status RowParser::Parse(const std::optional<std::string>& value) {
+  for (Cell& cell : cells_) {
+    cell.kind = Cell::Kind::kNull;
+    cell.text = {};
+  }
+  if (!value) return Status::Ok();  // tombstone
+  if (value->empty()) return Status::InvalidInput("empty value: not a JSON document");
+  value_allocator_.Clear();
+  stack_allocator_.Clear();
+  using Document = rapidjson::GenericDocument<rapidjson::UTF8<>, rapidjson::MemoryPoolAllocator<>,
+                                              rapidjson::MemoryPoolAllocator<>>;
+  Document doc(&value_allocator_, 1024, &stack_allocator_);
+  doc.Parse<kParseFlags>(value->data(), value->size());
+  if (doc.HasParseError()) {
+    return Status::InvalidInput("invalid JSON at byte " + std::to_string(doc.GetErrorOffset()) + ": " +
+                                rapidjson::GetParseError_En(doc.GetParseError()));
+  }
+  if (!doc.IsObject()) {
+    return Status::InvalidInput(std::string("the value is ") + KindOf(doc) + ", not a JSON object");
+  }
+  if (columns_.empty()) return Status::Ok();
+  // The document's strings live in value_allocator_ (which never frees) until
+  // the next Parse(), so cells may point into them.
+  for (size_t column_idx = 0; column_idx < columns_.size(); ++column_idx) {
+    const ColumnSpec& column = columns_[column_idx];
+    const rapidjson::Value* node = &doc;
+    if (column.path.empty()) {
+      auto member = doc.FindMember(rapidjson::StringRef(column.name.data(), column.name.size()));
+      node = member == doc.MemberEnd() ? nullptr : &member->value;
+    } else {
+      for (const auto& element : column.path) {
+        if (element.index >= 0) {
+          if (!node->IsArray() || static_cast<size_t>(element.index) >= node->Size()) {
+            node = nullptr;
+            break;
+          }
+          node = &(*node)[static_cast<rapidjson::SizeType>(element.index)];
+        } else {
+          if (!node->IsObject()) {
+            node = nullptr;
+            break;
+          }
+          auto member = node->FindMember(rapidjson::StringRef(element.member.data(), element.member.size()));
+          if (member == node->MemberEnd()) {
+            node = nullptr;
+            break;
+          }
+          node = &member->value;
+        }
+      }
+    }
+    SLUICE_RETURN_IF_ERROR(Convert(column, node, &cells_[column_idx]));
+  }
+  return Status::Ok();
+}
+
+Status RowParser::Convert(const ColumnSpec& column, const rapidjson::Value* value, Cell* cell) {
+  cell->kind = Cell::Kind::kNull;
+  if (value == nullptr || value->IsNull()) return Status::Ok();
+  auto fail = [&](const std::string& why) {
+    std::string where = column.path_text.empty() ? column.name : column.name + " (" + column.path_text + ")";
+    return Status::InvalidInput("column " + where + ": " + Show(*value) + " " + why + " (declared " +
+                                ColumnTypeName(column.type) + ")");
+  };
+  auto set_owned_text = [&](std::string text) {
+    cell->owned = std::move(text);
+    cell->text = cell->owned;
+    cell->kind = Cell::Kind::kText;
+  };
+  switch (column.type) {
+    case ColumnType::kText:
+      if (value->IsString()) {
+        cell->kind = Cell::Kind::kText;
+        cell->text = std::string_view(value->GetString(), value->GetStringLength());
+      } else {
+        set_owned_text(ToJson(*value));
+      }
+      return Status::Ok();
+    case ColumnType::kJson:
+      set_owned_text(ToJson(*value));
+      return Status::Ok();
+    case ColumnType::kInteger: {
+      int64_t parsed = 0;
+      if (value->IsInt64()) {
+        parsed = value->GetInt64();
+      } else if (value->IsUint64()) {
+        return fail("is out of range for a 64-bit integer");
+      } else if (value->IsDouble()) {
+        if (!DoubleToInt(value->GetDouble(), &parsed)) return fail("is not a whole number");
+      } else if (value->IsString()) {
+        if (!ParseInteger(std::string_view(value->GetString(), value->GetStringLength()), &parsed)) {
+          return fail("is not a whole number");
+        }
+      } else if (value->IsBool()) {
+        parsed = value->GetBool() ? 1 : 0;
+      } else {
+        return fail(std::string("is ") + KindOf(*value) + ", not a whole number");
+      }
+      cell->kind = Cell::Kind::kInt;
+      cell->int_value = parsed;
+      return Status::Ok();
+    }
+    case ColumnType::kReal: {
+      double parsed = 0;
+      if (value->IsNumber()) {
+        parsed = value->GetDouble();
+      } else if (value->IsString()) {
+        if (!ParseDouble(std::string_view(value->GetString(), value->GetStringLength()), &parsed)) {
+          return fail("is not a number");
+        }
+      } else {
+        return fail(std::string("is ") + KindOf(*value) + ", not a number");
+      }
+      cell->kind = Cell::Kind::kReal;
+      cell->real_value = parsed;
+      return Status::Ok();
+    }
+    case ColumnType::kBoolean: {
+      int64_t parsed = -1;
+      if (value->IsBool()) {
+        parsed = value->GetBool() ? 1 : 0;
+      } else if (value->IsNumber()) {
+        double number = value->GetDouble();
+        if (number == 0 || number == 1) parsed = static_cast<int64_t>(number);
+      } else if (value->IsString()) {
+        std::string text = Lower(Trim(std::string_view(value->GetString(), value->GetStringLength())));
+        if (text == "true" || text == "t" || text == "yes" || text == "y" || text == "1") parsed = 1;
+        if (text == "false" || text == "f" || text == "no" || text == "n" || text == "0") parsed = 0;
+      }
+      if (parsed < 0) return fail("is not a boolean (use true/false, 1/0 or \"yes\"/\"no\")");
+      cell->kind = Cell::Kind::kInt;
+      cell->int_value = parsed;
+      return Status::Ok();
+    }
+  }
+  return Status::Ok();
+}
+
+std::string StagingTableDdl(const std::vector<ColumnSpec>& columns, const std::string& table) {
+  std::string ddl = "CREATE TABLE " + QuoteIdentifier(table) + " (";
+  for (const auto& column : columns) {
+    const char* affinity = column.type == ColumnType::kBoolean ? "INTEGER" : column.type == ColumnType::kJson ? "TEXT"
+                                                                                                              : ColumnTypeName(column.type);
+    ddl += QuoteIdentifier(column.name) + " " + affinity + ", ";
+  }
+  ddl += "_kafka_topic TEXT, _kafka_partition INTEGER, _kafka_offset INTEGER, _kafka_timestamp INTEGER, "
+         "_kafka_key TEXT, _kafka_value TEXT)";
+  return ddl;
+}
+
+std::string BatchViewDdl(const std::vector<ColumnSpec>& columns, const std::string& view, const std::string& table) {
+  std::string ddl = "CREATE VIEW " + QuoteIdentifier(view) + " AS SELECT ";
+  for (const auto& column : columns) ddl += QuoteIdentifier(column.name) + ", ";
+  ddl += "_kafka_topic, _kafka_partition, _kafka_offset, _kafka_timestamp, _kafka_key, _kafka_value FROM " +
+         QuoteIdentifier(table);
+  return ddl;
+}
+
+Result<std::unique_ptr<StagingWriter>> StagingWriter::Create(Database* db, std::vector<ColumnSpec> columns) {
+  std::string ddl = "DROP VIEW IF EXISTS " + QuoteIdentifier(kView) + "; DROP TABLE IF EXISTS " + QuoteIdentifier(kTable) +
+                    "; " + StagingTableDdl(columns, kTable) + "; " + BatchViewDdl(columns, kView, kTable) + ";";
+  Status st = db->Exec(ddl);
+  if (!st.ok()) return st.WithContext("cannot create the staging table");
+  std::unique_ptr<StagingWriter> writer(new StagingWriter(db, std::move(columns)));
+  std::string placeholders;
+  for (size_t i = 0; i < writer->parser_.columns().size() + 6; ++i) placeholders += i == 0 ? "?" : ", ?";
+  Result<Statement> insert = db->Prepare("INSERT INTO " + QuoteIdentifier(kTable) + " VALUES (" + placeholders + ")");
+  if (!insert.ok()) return insert.status();
+  Result<Statement> quarantine = db->Prepare(
+      "INSERT INTO _sluice_quarantine(topic, \"partition\", \"offset\", \"timestamp\", key, value, error, run_id, "
+      "quarantined_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, strftime('%Y-%m-%dT%H:%M:%fZ','now'))");
+  if (!quarantine.ok()) return quarantine.status();
+  Result<Statement> clear = db->Prepare("DELETE FROM " + QuoteIdentifier(kTable));
+  if (!clear.ok()) return clear.status();
+  writer->insert_ = std::move(*insert);
+  writer->quarantine_ = std::move(*quarantine);
+  writer->clear_ = std::move(*clear);
+  return writer;
+}
+
+Status StagingWriter::Clear() {
+  Status st = clear_.Run();
+  clear_.Reset();
+  return st;
+}
+
+namespace {
+
+// True when `text` is valid UTF-8 without NUL bytes, i.e. safe to store as TEXT.
+bool IsCleanUtf8(std::string_view text) {
+  size_t i = 0;
+  while (i < text.size()) {
+    unsigned char c = static_cast<unsigned char>(text[i]);
+    size_t extra = 0;
+    if (c == 0) return false;
+    if (c < 0x80) extra = 0;
+    else if ((c & 0xE0) == 0xC0) extra = 1;
+    else if ((c & 0xF0) == 0xE0) extra = 2;
+    else if ((c & 0xF8) == 0xF0) extra = 3;
+    else return false;
+    if (i + extra >= text.size()) return false;
+    for (size_t k = 1; k <= extra; ++k) {
+      if ((static_cast<unsigned char>(text[i + k]) & 0xC0) != 0x80) return false;
+    }
+    i += extra + 1;
+  }
+  return true;
+}
+
+void BindMetadata(Statement* stmt, int first, const Message& message) {
+  stmt->BindText(first, message.topic, true);
+  stmt->BindInt(first + 1, message.partition);
+  stmt->BindInt(first + 2, message.offset);
+  if (message.timestamp) stmt->BindInt(first + 3, *message.timestamp);
+  else stmt->BindNull(first + 3);
+  if (!message.key) stmt->BindNull(first + 4);
+  else if (IsCleanUtf8(*message.key)) stmt->BindText(first + 4, *message.key, true);
+  else stmt->BindBlob(first + 4, *message.key, true);
+  if (!message.value) stmt->BindNull(first + 5);
+  else if (IsCleanUtf8(*message.value)) stmt->BindText(first + 5, *message.value, true);
+  else stmt->BindBlob(first + 5, *message.value, true);
+}
+
+}  // namespace
+
+Status StagingWriter::Write(const Message& message, int64_t run_id, StageCounts* counts) {
+  Status parsed = parser_.Parse(message.value);
+  if (!parsed.ok()) {
+    BindMetadata(&quarantine_, 1, message);
+    quarantine_.BindText(7, parsed.message());
+    quarantine_.BindInt(8, run_id);
+    Status st = quarantine_.Run();
+    quarantine_.Reset();
+    if (!st.ok()) return st.WithContext("cannot write to _sluice_quarantine");
+    ++counts->quarantined;
+    return Status::Ok();
+  }
+  const auto& cells = parser_.cells();
+  int index = 1;
+  for (const Cell& cell : cells) {
+    switch (cell.kind) {
+      case Cell::Kind::kNull: insert_.BindNull(index); break;
+      case Cell::Kind::kInt: insert_.BindInt(index, cell.int_value); break;
+      case Cell::Kind::kReal: insert_.BindDouble(index, cell.real_value); break;
+      case Cell::Kind::kText: insert_.BindText(index, cell.text, true); break;
+    }
+    ++index;
+  }
+  BindMetadata(&insert_, index, message);
+  Status st = insert_.Run();
+  insert_.Reset();
+  if (!st.ok()) return st.WithContext("cannot write to the staging table");
+  ++counts->staged;
+  return Status::Ok();
+}
+
+}  // namespace sluice
