@@ -121,8 +121,10 @@ Status KafkaSource::Open(const StoredOffsetLookup& stored) {
   rd_kafka_poll_set_consumer(rk);
 
   SLUICE_RETURN_IF_ERROR(WaitForBrokers());
+  spdlog::debug("kafka: brokers reachable at {}", options_.brokers);
   Result<std::vector<TopicPartition>> partitions = ListPartitions();
   if (!partitions.ok()) return partitions.status();
+  spdlog::debug("kafka: {} partitions", partitions->size());
 
   if (options_.assignment == KafkaSourceOptions::Assignment::kAll) {
     Result<OffsetMap> starts = ResolveStartOffsets(*partitions);
@@ -225,6 +227,7 @@ Result<OffsetMap> KafkaSource::ResolveStartOffsets(const std::vector<TopicPartit
     if (!starts.count(tp)) missing.push_back(tp);
   }
   if (!missing.empty()) {
+    spdlog::debug("kafka: reading the group's committed offsets for {} partitions", missing.size());
     PartitionList list = ToList(missing);
     rd_kafka_resp_err_t err = rd_kafka_committed(rk_.get(), list.get(), 10000);
     if (err) return Status::KafkaError(std::string("cannot read the group's committed offsets: ") + rd_kafka_err2str(err));
@@ -234,6 +237,7 @@ Result<OffsetMap> KafkaSource::ResolveStartOffsets(const std::vector<TopicPartit
       }
     }
   }
+  spdlog::debug("kafka: start offsets resolved");
   for (const auto& tp : partitions) {
     if (starts.count(tp)) continue;
     int64_t low = 0, high = 0;

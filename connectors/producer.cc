@@ -6,6 +6,9 @@
 #include <rapidjson/document.h>
 #include <rapidjson/writer.h>
 
+#include <cctype>
+#include <cstdio>
+#include <ctime>
 #include <memory>
 
 namespace sluice {
@@ -84,10 +87,7 @@ class Publisher {
   ProduceReport* report_;
 };
 
-std::optional<std::string> KeyFromLine(const std::string& line, const std::string& field) {
-  rapidjson::Document doc;
-  doc.Parse(line.data(), line.size());
-  if (doc.HasParseError() || !doc.IsObject()) return std::nullopt;
+std::optional<std::string> FieldText(const rapidjson::Document& doc, const std::string& field) {
   auto member = doc.FindMember(field.c_str());
   if (member == doc.MemberEnd() || member->value.IsNull()) return std::nullopt;
   if (member->value.IsString()) return std::string(member->value.GetString(), member->value.GetStringLength());
@@ -97,7 +97,69 @@ std::optional<std::string> KeyFromLine(const std::string& line, const std::strin
   return std::string(buffer.GetString(), buffer.GetSize());
 }
 
+// Fills the key and timestamp of `message` from its JSON line.
+void ApplyFields(const ProducerOptions& options, const std::string& line, OutgoingMessage* message) {
+  if (!options.key_field && !options.timestamp_field) return;
+  rapidjson::Document doc;
+  doc.Parse(line.data(), line.size());
+  if (doc.HasParseError() || !doc.IsObject()) return;
+  if (options.key_field) message->key = FieldText(doc, *options.key_field);
+  if (options.timestamp_field) {
+    auto member = doc.FindMember(options.timestamp_field->c_str());
+    if (member == doc.MemberEnd()) return;
+    if (member->value.IsInt64() && member->value.GetInt64() > 0) {
+      message->timestamp = member->value.GetInt64();
+    } else if (member->value.IsString()) {
+      std::optional<int64_t> ms = ParseIsoMillis(member->value.GetString());
+      if (ms && *ms > 0) message->timestamp = *ms;
+    }
+  }
+}
+
 }  // namespace
+
+std::optional<int64_t> ParseIsoMillis(const std::string& text) {
+  int year, month, day, hour, minute, second;
+  int consumed = 0;
+  if (std::sscanf(text.c_str(), "%4d-%2d-%2d%*1[Tt ]%2d:%2d:%2d%n", &year, &month, &day, &hour, &minute, &second,
+                  &consumed) != 6) {
+    return std::nullopt;
+  }
+  std::string rest = text.substr(static_cast<size_t>(consumed));
+  int64_t millis = 0;
+  if (!rest.empty() && rest[0] == '.') {
+    size_t digits = 1;
+    int64_t scale = 100;
+    while (digits < rest.size() && std::isdigit(static_cast<unsigned char>(rest[digits]))) {
+      millis += (rest[digits] - '0') * scale;
+      scale /= 10;
+      ++digits;
+    }
+    rest = rest.substr(digits);
+  }
+  int64_t offset_minutes = 0;
+  if (rest == "Z" || rest == "z" || rest.empty()) {
+    offset_minutes = 0;
+  } else if ((rest[0] == '+' || rest[0] == '-') && rest.size() >= 3) {
+    int zone_hours = 0, zone_minutes = 0;
+    if (std::sscanf(rest.c_str() + 1, "%2d:%2d", &zone_hours, &zone_minutes) < 1 &&
+        std::sscanf(rest.c_str() + 1, "%2d%2d", &zone_hours, &zone_minutes) < 1) {
+      return std::nullopt;
+    }
+    offset_minutes = (rest[0] == '-' ? -1 : 1) * (zone_hours * 60 + zone_minutes);
+  } else {
+    return std::nullopt;
+  }
+  std::tm tm{};
+  tm.tm_year = year - 1900;
+  tm.tm_mon = month - 1;
+  tm.tm_mday = day;
+  tm.tm_hour = hour;
+  tm.tm_min = minute;
+  tm.tm_sec = second;
+  int64_t seconds = static_cast<int64_t>(timegm(&tm)) - offset_minutes * 60;
+  return seconds * 1000 + millis;
+}
 
 Status ProduceLines(const ProducerOptions& options, std::istream& in, ProduceReport* report) {
   *report = ProduceReport();
@@ -109,7 +171,7 @@ Status ProduceLines(const ProducerOptions& options, std::istream& in, ProduceRep
     if (line.find_first_not_of(" \t") == std::string::npos) continue;
     OutgoingMessage message;
     message.value = line;
-    if (options.key_field) message.key = KeyFromLine(line, *options.key_field);
+    ApplyFields(options, line, &message);
     if (options.partition) message.partition = *options.partition;
     SLUICE_RETURN_IF_ERROR((*publisher)->Send(options.topic, message));
     ++report->lines;

@@ -20,6 +20,10 @@ struct ProducerOptions {
   // When set, the message key is this top-level field of the JSON line
   // (strings as is, other values as their JSON text); absent field: no key.
   std::optional<std::string> key_field;
+  // When set, the message timestamp comes from this top-level field: epoch
+  // milliseconds, or ISO-8601 text ("2026-11-21T08:00:00.275Z"). A line
+  // without it (or with an unreadable one) gets the current time.
+  std::optional<std::string> timestamp_field;
   // When set, every message goes to this partition; otherwise librdkafka's
   // partitioner spreads them (by key when there is one).
   std::optional<int32_t> partition;
@@ -36,6 +40,10 @@ struct ProduceReport {
 // Publishes every non-empty line of `in`. Returns an error when the producer
 // cannot be created or when any message was not delivered.
 Status ProduceLines(const ProducerOptions& options, std::istream& in, ProduceReport* report);
+
+// Parses ISO-8601 "YYYY-MM-DDTHH:MM:SS[.fff][Z|+HH:MM|-HH:MM]" into epoch
+// milliseconds (no zone means UTC).
+std::optional<int64_t> ParseIsoMillis(const std::string& text);
 
 // One message with explicit fields, for tests that need keys, tombstones or
 // exact partitions. Synchronous: returns after the delivery report.

@@ -234,6 +234,8 @@ int CommandProduce(const std::vector<std::string>& args) {
       ("brokers", po::value<std::string>(&producer.brokers)->required(), "bootstrap brokers")
       ("topic", po::value<std::string>(&producer.topic)->required(), "topic to publish to")
       ("key-field", po::value<std::string>(), "take each message's key from this top-level JSON field")
+      ("timestamp-field", po::value<std::string>(),
+       "take each message's timestamp from this top-level field (epoch ms or ISO-8601); default: now")
       ("partition", po::value<int32_t>(), "publish every message to this partition")
       ("property,X", po::value<std::vector<std::string>>(), "librdkafka property KEY=VALUE; repeatable");
   po::options_description hidden;
@@ -245,7 +247,8 @@ int CommandProduce(const std::vector<std::string>& args) {
   po::variables_map vm;
   po::store(po::command_line_parser(args).options(all).positional(positional).run(), vm);
   if (vm.count("help")) {
-    std::cout << "usage: sluice produce --brokers LIST --topic NAME [--key-field FIELD] [--partition N] FILE|-\n\n"
+    std::cout << "usage: sluice produce --brokers LIST --topic NAME [--key-field FIELD] [--timestamp-field FIELD]\n"
+                 "                      [--partition N] [-X KEY=VALUE]... FILE|-\n\n"
                  "Publishes each non-empty line of FILE (or stdin) as one message, waits for every delivery report,\n"
                  "reports how many were delivered, and exits non-zero if any was not.\n\n"
               << options;
@@ -254,6 +257,7 @@ int CommandProduce(const std::vector<std::string>& args) {
   po::notify(vm);
   SetupLogging(0);
   if (vm.count("key-field")) producer.key_field = vm["key-field"].as<std::string>();
+  if (vm.count("timestamp-field")) producer.timestamp_field = vm["timestamp-field"].as<std::string>();
   if (vm.count("partition")) producer.partition = vm["partition"].as<int32_t>();
   if (vm.count("property")) {
     for (const auto& property : vm["property"].as<std::vector<std::string>>()) {
