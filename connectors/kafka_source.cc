@@ -152,14 +152,8 @@ Status KafkaSource::Open(const StoredOffsetLookup& stored) {
   // first batch refer to partitions this process actually owns.
   auto deadline = Clock::now() + options_.connect_timeout + std::chrono::seconds(15);
   while (!rebalanced_ && Clock::now() < deadline) {
-    KafkaMessage msg(rd_kafka_consumer_poll(rk, 100));
-    if (!rebalance_error_.ok()) return rebalance_error_;
-    if (!msg) continue;
-    if (msg->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
-      TopicPartition tp{rd_kafka_topic_name(msg->rkt), msg->partition};
-      at_end_.insert(tp);
-      positions_[tp] = std::max(positions_.count(tp) ? positions_[tp] : 0, msg->offset);
-    }
+    // Messages polled here (right after the assignment) are kept for Fetch.
+    SLUICE_RETURN_IF_ERROR(Poll(100, &pending_));
   }
   if (!rebalanced_) {
     return Status::KafkaError("joined no consumer group within the timeout: group '" + options_.group +
@@ -308,10 +302,20 @@ void KafkaSource::DropBuffered(const std::set<TopicPartition>& partitions) {
   if (fetching_ != nullptr) fetching_->erase(std::remove_if(fetching_->begin() + fetch_base_, fetching_->end(), revoked), fetching_->end());
 }
 
-bool KafkaSource::AllAtEnd() const {
+bool KafkaSource::AllAtEnd() {
   if (assigned_.empty()) return options_.assignment == KafkaSourceOptions::Assignment::kAll;
   for (const auto& tp : assigned_) {
     if (!at_end_.count(tp)) return false;
+    // An end-of-partition event is only news as of when it came: if the log
+    // has grown since (as seen by EndOffsets or by fetch responses), more is
+    // on its way.
+    int64_t low = 0, high = 0;
+    if (rd_kafka_get_watermark_offsets(rk_.get(), tp.first.c_str(), tp.second, &low, &high) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+        high > known_ends_[tp]) {
+      known_ends_[tp] = high;
+    }
+    auto position = positions_.find(tp);
+    if (position != positions_.end() && position->second < known_ends_[tp]) return false;
   }
   return true;
 }
@@ -358,49 +362,58 @@ Status KafkaSource::Fetch(size_t max_messages, std::chrono::milliseconds max_wai
 
   size_t limit = fetch_base_ + max_messages;
   while (out->size() < limit) {
+    if (!deferred_error_.ok()) {
+      Status error = deferred_error_;
+      deferred_error_ = Status::Ok();
+      return error;
+    }
     if (AllAtEnd()) break;
     auto remaining = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
     if (remaining <= 0) break;
-    KafkaMessage msg(rd_kafka_consumer_poll(rk_.get(), static_cast<int>(std::min<int64_t>(remaining, 100))));
-    if (!rebalance_error_.ok()) return rebalance_error_;
-    if (!msg) continue;
-    if (msg->err) {
-      if (msg->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
-        TopicPartition tp{rd_kafka_topic_name(msg->rkt), msg->partition};
-        if (assigned_.count(tp)) {
-          at_end_.insert(tp);
-          positions_[tp] = std::max(positions_.count(tp) ? positions_[tp] : 0, msg->offset);
-        }
-        continue;
-      }
-      if (msg->err == RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET || msg->err == RD_KAFKA_RESP_ERR_OFFSET_OUT_OF_RANGE) {
-        if (msg->rkt == nullptr) return Status::KafkaError(rd_kafka_message_errstr(msg.get()));
-        TopicPartition tp{rd_kafka_topic_name(msg->rkt), msg->partition};
-        int64_t position = positions_.count(tp) ? positions_[tp] : msg->offset;
-        SLUICE_RETURN_IF_ERROR(HandleOutOfRange(tp, position));
-        continue;
-      }
-      if (rd_kafka_fatal_error(rk_.get(), nullptr, 0)) {
-        char reason[512];
-        rd_kafka_fatal_error(rk_.get(), reason, sizeof(reason));
-        return Status::KafkaError(std::string("fatal consumer error: ") + reason);
-      }
-      if (msg->err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART || msg->err == RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED) {
-        return Status::KafkaError(std::string("consumer error: ") + rd_kafka_message_errstr(msg.get()));
-      }
-      // Transient (broker down, transport): librdkafka retries; the batch
-      // carries on with what it has.
-      spdlog::warn("kafka: {}", rd_kafka_message_errstr(msg.get()));
-      continue;
-    }
-    TopicPartition tp{rd_kafka_topic_name(msg->rkt), msg->partition};
-    if (!assigned_.count(tp)) continue;  // a straggler from before a revocation
-    auto position = positions_.find(tp);
-    if (position != positions_.end() && msg->offset < position->second) continue;  // already delivered
-    positions_[tp] = msg->offset + 1;
-    at_end_.erase(tp);
-    out->push_back(ToMessage(tp.first, msg.get()));
+    SLUICE_RETURN_IF_ERROR(Poll(static_cast<int>(std::min<int64_t>(remaining, 100)), out));
   }
+  return Status::Ok();
+}
+
+Status KafkaSource::Poll(int timeout_ms, std::vector<Message>* into) {
+  KafkaMessage msg(rd_kafka_consumer_poll(rk_.get(), timeout_ms));
+  if (!rebalance_error_.ok()) return rebalance_error_;
+  if (!msg) return Status::Ok();
+  if (msg->err) {
+    if (msg->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+      TopicPartition tp{rd_kafka_topic_name(msg->rkt), msg->partition};
+      if (assigned_.count(tp)) {
+        at_end_.insert(tp);
+        positions_[tp] = std::max(positions_.count(tp) ? positions_[tp] : 0, msg->offset);
+      }
+      return Status::Ok();
+    }
+    if (msg->err == RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET || msg->err == RD_KAFKA_RESP_ERR_OFFSET_OUT_OF_RANGE) {
+      if (msg->rkt == nullptr) return Status::KafkaError(rd_kafka_message_errstr(msg.get()));
+      TopicPartition tp{rd_kafka_topic_name(msg->rkt), msg->partition};
+      int64_t position = positions_.count(tp) ? positions_[tp] : msg->offset;
+      return HandleOutOfRange(tp, position);
+    }
+    if (rd_kafka_fatal_error(rk_.get(), nullptr, 0)) {
+      char reason[512];
+      rd_kafka_fatal_error(rk_.get(), reason, sizeof(reason));
+      return Status::KafkaError(std::string("fatal consumer error: ") + reason);
+    }
+    if (msg->err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART || msg->err == RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED) {
+      return Status::KafkaError(std::string("consumer error: ") + rd_kafka_message_errstr(msg.get()));
+    }
+    // Transient (broker down, transport): librdkafka retries; the batch
+    // carries on with what it has.
+    spdlog::warn("kafka: {}", rd_kafka_message_errstr(msg.get()));
+    return Status::Ok();
+  }
+  TopicPartition tp{rd_kafka_topic_name(msg->rkt), msg->partition};
+  if (!assigned_.count(tp)) return Status::Ok();  // a straggler from before a revocation
+  auto position = positions_.find(tp);
+  if (position != positions_.end() && msg->offset < position->second) return Status::Ok();  // already delivered
+  positions_[tp] = msg->offset + 1;
+  at_end_.erase(tp);
+  into->push_back(ToMessage(tp.first, msg.get()));
   return Status::Ok();
 }
 
@@ -412,6 +425,7 @@ Result<OffsetMap> KafkaSource::EndOffsets() {
         rd_kafka_query_watermark_offsets(rk_.get(), tp.first.c_str(), tp.second, &low, &high, 10000);
     if (err) return Status::KafkaError("cannot read the end offset of " + Name(tp) + ": " + rd_kafka_err2str(err));
     ends[tp] = high;
+    known_ends_[tp] = std::max(known_ends_[tp], high);
   }
   return ends;
 }
@@ -475,14 +489,11 @@ void KafkaSource::Idle(std::chrono::milliseconds duration, const std::atomic<boo
       std::this_thread::sleep_for(std::chrono::milliseconds(timeout));
       continue;
     }
-    KafkaMessage msg(rd_kafka_consumer_poll(rk_.get(), timeout));
-    if (!msg || msg->err) continue;
-    TopicPartition tp{rd_kafka_topic_name(msg->rkt), msg->partition};
-    if (!assigned_.count(tp)) continue;
-    auto position = positions_.find(tp);
-    if (position != positions_.end() && msg->offset < position->second) continue;
-    positions_[tp] = msg->offset + 1;
-    pending_.push_back(ToMessage(tp.first, msg.get()));
+    Status st = Poll(timeout, &pending_);
+    if (!st.ok()) {
+      deferred_error_ = st;  // reported by the next Fetch
+      break;
+    }
   }
   if (rk_) {
     PartitionList resume = ToList(std::vector<TopicPartition>(assigned_.begin(), assigned_.end()));

@@ -74,15 +74,19 @@ class KafkaSource : public BatchSource {
   Result<std::vector<TopicPartition>> ListPartitions();
   // Resolves where each partition starts: stored, else committed, else `start`.
   Result<OffsetMap> ResolveStartOffsets(const std::vector<TopicPartition>& partitions);
+  // Polls once and handles what comes: a message is appended to `into`, an
+  // end-of-partition event updates positions, errors are returned.
+  Status Poll(int timeout_ms, std::vector<Message>* into);
   Status HandleOutOfRange(const TopicPartition& tp, int64_t offset);
-  bool AllAtEnd() const;
+  bool AllAtEnd();
   void DropBuffered(const std::set<TopicPartition>& partitions);
 
   KafkaSourceOptions options_;
   std::unique_ptr<rd_kafka_s, Deleter> rk_;
   StoredOffsetLookup stored_lookup_;
   std::set<TopicPartition> assigned_;
-  std::set<TopicPartition> at_end_;
+  std::set<TopicPartition> at_end_;  // an end-of-partition event came and no message since
+  OffsetMap known_ends_;             // the latest log end offsets seen (EndOffsets, fetch responses)
   OffsetMap positions_;
   OffsetMap start_offsets_;
   std::vector<Message> pending_;  // fetched while idle; served first
@@ -90,6 +94,7 @@ class KafkaSource : public BatchSource {
   size_t fetch_base_ = 0;                     // where this Fetch() started appending in *fetching_
   bool rebalanced_ = false;
   Status rebalance_error_;
+  Status deferred_error_;  // met while idle; returned by the next Fetch
   std::vector<std::string> data_loss_notes_;
 };
 

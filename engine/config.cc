@@ -55,7 +55,7 @@ class ConfigErrors {
   void Add(const std::string& section, const std::string& key, const std::string& message) {
     int line = key.empty() ? 0 : FindLine(text_, section, key);
     std::string where = display_ + (line ? ":" + std::to_string(line) : "");
-    std::string what = key.empty() ? "[" + section + "]" : "[" + section + "] " + key;
+    std::string what = key.empty() ? "[" + section + "]" : section.empty() ? key : "[" + section + "] " + key;
     errors_.push_back(where + ": " + what + ": " + message);
   }
   bool empty() const { return errors_.empty(); }
@@ -117,7 +117,8 @@ Result<std::string> ExpandEnvironment(const std::string& text) {
       break;
     }
     size_t end = text.find('}', start);
-    if (end == std::string::npos) return Status::InvalidConfig("unclosed ${ in '" + text + "'");
+    // The text itself is not shown: it may be a secret.
+    if (end == std::string::npos) return Status::InvalidConfig("unclosed ${ (write ${NAME} for an environment variable)");
     out += text.substr(pos, start - pos);
     std::string name = text.substr(start + 2, end - start - 2);
     const char* value = std::getenv(name.c_str());
@@ -150,8 +151,13 @@ Result<PipelineConfig> ParseConfig(const std::string& text, const std::string& d
 
   PipelineConfig config;
   config.dir = dir;
-  config.source.group = "sluice-" + fs::path(dir).lexically_normal().filename().string();
-  if (config.source.group == "sluice-" || config.source.group == "sluice-.") config.source.group = "sluice";
+  // Default group: sluice-<directory name>, the same for "orders", "orders/"
+  // and "." run inside it.
+  std::error_code ec;
+  fs::path absolute = fs::absolute(dir, ec).lexically_normal();
+  if (absolute.filename().empty()) absolute = absolute.parent_path();
+  std::string name = absolute.filename().string();
+  config.source.group = name.empty() ? "sluice" : "sluice-" + name;
   config.source.brokers = "localhost:9092";
   std::string database = "pipeline.db";
   std::map<std::string, int> seen;
@@ -175,7 +181,9 @@ Result<PipelineConfig> ParseConfig(const std::string& text, const std::string& d
     const std::string& value = *expanded;
 
     if (section == "kafka") {
-      if (ReservedKafkaProperties().count(key)) {
+      if (seen[full]++) {
+        errors.Add(section, key, "is set twice");
+      } else if (ReservedKafkaProperties().count(key)) {
         errors.Add(section, key, "is set by sluice itself (offsets are committed only after the database commits); "
                                  "remove it" + std::string(key == "bootstrap.servers" ? " and use [source] brokers" : ""));
       } else {
@@ -188,7 +196,7 @@ Result<PipelineConfig> ParseConfig(const std::string& text, const std::string& d
         errors.Add(section, key, "column names must be letters, digits and _ and not start with a digit");
         continue;
       }
-      if (key.rfind("_kafka_", 0) == 0 || key.rfind("_sluice_", 0) == 0) {
+      if (Lower(key).rfind("_kafka_", 0) == 0 || Lower(key).rfind("_sluice_", 0) == 0) {
         errors.Add(section, key, "names starting with _kafka_ or _sluice_ are reserved for sluice's own columns");
         continue;
       }
@@ -202,9 +210,10 @@ Result<PipelineConfig> ParseConfig(const std::string& text, const std::string& d
       continue;
     }
     if (section.empty() || !known.count(full)) {
-      if (section != "source" && section != "batch" && section != "target") {
-        errors.Add(section.empty() ? "?" : section, key,
-                   "unknown section [" + section + "] (sections: source, batch, columns, target, kafka)");
+      if (section.empty()) {
+        errors.Add(section, key, "is outside any section; put it under [source], [batch], [columns], [target] or [kafka]");
+      } else if (section != "source" && section != "batch" && section != "target") {
+        errors.Add(section, key, "unknown section [" + section + "] (sections: source, batch, columns, target, kafka)");
       } else {
         errors.Add(section, key, "unknown key");
       }
@@ -284,8 +293,10 @@ Result<Pipeline> LoadPipeline(const std::string& dir, const ConfigOverrides& ove
   }
   std::ostringstream content;
   content << in.rdbuf();
+  std::string text = content.str();
+  if (text.compare(0, 3, "\xEF\xBB\xBF") == 0) text.erase(0, 3);  // byte-order mark
   Pipeline pipeline;
-  Result<PipelineConfig> config = ParseConfig(content.str(), conf_path.string(), dir, overrides);
+  Result<PipelineConfig> config = ParseConfig(text, conf_path.string(), dir, overrides);
   if (!config.ok()) return config.status();
   pipeline.config = std::move(*config);
 
@@ -318,9 +329,11 @@ Result<Pipeline> LoadPipeline(const std::string& dir, const ConfigOverrides& ove
     for (const auto& file : files) {
       std::string table = file.stem().string();
       std::string display = "seeds/" + file.filename().string();
-      if (!IsPlainIdentifier(table) || table.rfind("_sluice_", 0) == 0 || Lower(table) == "batch") {
+      std::string lower = Lower(table);
+      if (!IsPlainIdentifier(table) || lower.rfind("_sluice_", 0) == 0 || lower.rfind("sqlite_", 0) == 0 ||
+          lower == "batch") {
         return Status::InvalidConfig(display + ": a seed's file name becomes its table name, so it must be letters, "
-                                               "digits and _ (not starting with a digit, not _sluice_*, not batch); "
+                                               "digits and _ (not starting with a digit, not _sluice_*, sqlite_* or batch); "
                                                "rename the file");
       }
       pipeline.seeds.push_back({file.string(), display, table});

@@ -120,13 +120,16 @@ Result<BatchOutcome> Engine::RunBatch() {
   batch_.clear();
 
   auto fetch_start = Clock::now();
-  OffsetMap start_offsets = source_->StartOffsets();
   Status fetched = source_->Fetch(pipeline_.config.max_messages, pipeline_.config.max_wait, &batch_);
   record.fetch_ms = MillisSince(fetch_start);
   if (!fetched.ok()) {
     RecordFailure(record, fetched);
     return fetched;
   }
+  // Taken after the fetch: a rebalance during it may have assigned partitions
+  // (positioned at their stored offsets) or revoked some (their messages
+  // were dropped from the batch).
+  OffsetMap start_offsets = source_->StartOffsets();
   CrashPoint("after_fetch");
 
   // Offset ranges per partition, in fetch order.

@@ -31,7 +31,10 @@ bool IsReal(const std::string& text) {
 
 }  // namespace
 
-Result<CsvTable> ParseCsv(const std::string& text, const std::string& display) {
+Result<CsvTable> ParseCsv(const std::string& input, const std::string& display) {
+  // Spreadsheets often start UTF-8 files with a byte-order mark; it is not
+  // part of the first column's name.
+  const std::string text = input.compare(0, 3, "\xEF\xBB\xBF") == 0 ? input.substr(3) : input;
   CsvTable table;
   std::vector<std::optional<std::string>> row;
   std::string field;
@@ -112,7 +115,7 @@ Result<CsvTable> ParseCsv(const std::string& text, const std::string& display) {
 }
 
 std::string Checksum(const std::string& text) {
-  uint64_t hash = 1469598103934665603ULL;
+  uint64_t hash = 14695981039346656037ULL;
   for (unsigned char c : text) {
     hash ^= c;
     hash *= 1099511628211ULL;
@@ -136,7 +139,9 @@ Status LoadChangedSeeds(Database* db, const std::vector<SeedFile>& seeds, std::v
     stored->BindText(1, seed.table);
     Result<bool> row = stored->Step();
     if (!row.ok()) return row.status();
-    if (*row && stored->ColumnText(0) == checksum && db->TableExists(seed.table)) continue;
+    bool unchanged = *row && stored->ColumnText(0) == checksum;
+    stored->Reset();  // an open read statement would block the DROP TABLE below
+    if (unchanged && db->TableExists(seed.table)) continue;
 
     Result<CsvTable> csv = ParseCsv(text, seed.display);
     if (!csv.ok()) return csv.status();

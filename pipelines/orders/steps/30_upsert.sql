@@ -1,7 +1,7 @@
 -- MERGE the batch into orders_curated: insert new orders, update known ones
 -- only when the incoming version is newer (by broker timestamp, then offset).
--- An older event arriving late never overwrites a newer one. An event without
--- a status ('unknown' after 10_dedup) keeps the status the order already had.
+-- An older event arriving late never overwrites a newer one. (10_dedup has
+-- already carried the last known status into events that had none.)
 
 insert into orders_curated (
   order_id, customer_id, customer_name, region, product_id, product_name, category,
@@ -22,7 +22,7 @@ on conflict (order_id) do update set
   category         = excluded.category,
   amount           = excluded.amount,
   currency         = excluded.currency,
-  status           = iif(excluded.status = 'unknown', orders_curated.status, excluded.status),
+  status           = excluded.status,
   event_time       = excluded.event_time,
   event_hour       = excluded.event_hour,
   _kafka_timestamp = excluded._kafka_timestamp,
