@@ -73,6 +73,12 @@ std::string KafkaSource::Describe() const {
 
 Status KafkaSource::Open(const StoredOffsetLookup& stored) {
   stored_lookup_ = stored;
+  SLUICE_RETURN_IF_ERROR(Connect());
+  return OpenRest();
+}
+
+Status KafkaSource::Connect() {
+  if (rk_) return Status::Ok();
   char errstr[512];
   rd_kafka_conf_t* conf = rd_kafka_conf_new();
   auto set = [&](const std::string& key, const std::string& value) -> Status {
@@ -119,9 +125,13 @@ Status KafkaSource::Open(const StoredOffsetLookup& stored) {
   }
   rk_.reset(rk);
   rd_kafka_poll_set_consumer(rk);
-
   SLUICE_RETURN_IF_ERROR(WaitForBrokers());
   spdlog::debug("kafka: brokers reachable at {}", options_.brokers);
+  return Status::Ok();
+}
+
+Status KafkaSource::OpenRest() {
+  rd_kafka_t* rk = rk_.get();
   Result<std::vector<TopicPartition>> partitions = ListPartitions();
   if (!partitions.ok()) return partitions.status();
   spdlog::debug("kafka: {} partitions", partitions->size());
@@ -415,6 +425,70 @@ Status KafkaSource::Poll(int timeout_ms, std::vector<Message>* into) {
   at_end_.erase(tp);
   into->push_back(ToMessage(tp.first, msg.get()));
   return Status::Ok();
+}
+
+OffsetMap KafkaSource::Positions() const {
+  // Messages fetched while idle are not consumed yet: the position of their
+  // partition is the first of them, so the engine does not count them as done.
+  OffsetMap positions = positions_;
+  for (const auto& message : pending_) {
+    auto it = positions.find({message.topic, message.partition});
+    if (it != positions.end() && message.offset < it->second) it->second = message.offset;
+  }
+  return positions;
+}
+
+Result<std::vector<PartitionState>> KafkaSource::Inspect() {
+  SLUICE_RETURN_IF_ERROR(Connect());
+  Result<std::vector<TopicPartition>> partitions = ListPartitions();
+  if (!partitions.ok()) return partitions.status();
+  PartitionList list = ToList(*partitions);
+  rd_kafka_resp_err_t err = rd_kafka_committed(rk_.get(), list.get(), 10000);
+  if (err) return Status::KafkaError(std::string("cannot read the group's committed offsets: ") + rd_kafka_err2str(err));
+  std::vector<PartitionState> states;
+  for (int i = 0; i < list->cnt; ++i) {
+    PartitionState state;
+    state.partition = {list->elems[i].topic, list->elems[i].partition};
+    if (list->elems[i].err == RD_KAFKA_RESP_ERR_NO_ERROR && list->elems[i].offset >= 0) {
+      state.committed = list->elems[i].offset;
+    }
+    err = rd_kafka_query_watermark_offsets(rk_.get(), list->elems[i].topic, list->elems[i].partition, &state.low,
+                                           &state.high, 10000);
+    if (err) return Status::KafkaError("cannot read offsets of " + Name(state.partition) + ": " + rd_kafka_err2str(err));
+    states.push_back(state);
+  }
+  return states;
+}
+
+Result<OffsetMap> KafkaSource::OffsetsForTimestamp(int64_t timestamp_ms) {
+  SLUICE_RETURN_IF_ERROR(Connect());
+  Result<std::vector<TopicPartition>> partitions = ListPartitions();
+  if (!partitions.ok()) return partitions.status();
+  PartitionList list = ToList(*partitions);
+  for (int i = 0; i < list->cnt; ++i) list->elems[i].offset = timestamp_ms;
+  rd_kafka_resp_err_t err = rd_kafka_offsets_for_times(rk_.get(), list.get(), 10000);
+  if (err) return Status::KafkaError(std::string("cannot look up offsets by time: ") + rd_kafka_err2str(err));
+  OffsetMap offsets;
+  for (int i = 0; i < list->cnt; ++i) {
+    TopicPartition tp{list->elems[i].topic, list->elems[i].partition};
+    if (list->elems[i].err) {
+      return Status::KafkaError("cannot look up " + Name(tp) + " by time: " + rd_kafka_err2str(list->elems[i].err));
+    }
+    int64_t offset = list->elems[i].offset;
+    if (offset < 0) {  // no message at or after the time: the end of the log
+      int64_t low = 0, high = 0;
+      err = rd_kafka_query_watermark_offsets(rk_.get(), tp.first.c_str(), tp.second, &low, &high, 10000);
+      if (err) return Status::KafkaError("cannot read offsets of " + Name(tp) + ": " + rd_kafka_err2str(err));
+      offset = high;
+    }
+    offsets[tp] = offset;
+  }
+  return offsets;
+}
+
+Status KafkaSource::CommitGroupOffsets(const OffsetMap& next) {
+  SLUICE_RETURN_IF_ERROR(Connect());
+  return CommitOffsets(next);
 }
 
 Result<OffsetMap> KafkaSource::EndOffsets() {

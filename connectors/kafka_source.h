@@ -9,6 +9,7 @@
 #include <atomic>
 #include <chrono>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <utility>
@@ -42,6 +43,14 @@ struct KafkaSourceOptions {
 // the offset protocol, so the config loader rejects them.
 const std::set<std::string>& ReservedKafkaProperties();
 
+// One partition as `sluice status` and `sluice reset` see it.
+struct PartitionState {
+  TopicPartition partition;
+  int64_t low = 0;                   // earliest offset still on the broker
+  int64_t high = 0;                  // log end offset
+  std::optional<int64_t> committed;  // the group's committed offset
+};
+
 class KafkaSource : public BatchSource {
  public:
   explicit KafkaSource(KafkaSourceOptions options);
@@ -51,7 +60,7 @@ class KafkaSource : public BatchSource {
 
   Status Open(const StoredOffsetLookup& stored) override;
   Status Fetch(size_t max_messages, std::chrono::milliseconds max_wait, std::vector<Message>* out) override;
-  OffsetMap Positions() const override { return positions_; }
+  OffsetMap Positions() const override;
   OffsetMap StartOffsets() const override { return start_offsets_; }
   Result<OffsetMap> EndOffsets() override;
   Status CommitOffsets(const OffsetMap& next) override;
@@ -59,6 +68,14 @@ class KafkaSource : public BatchSource {
   void Idle(std::chrono::milliseconds duration, const std::atomic<bool>& stop) override;
   void Close() override;
   std::string Describe() const override;
+
+  // Tools that inspect or move offsets without consuming. Each connects on
+  // first use (without joining the group).
+  Result<std::vector<PartitionState>> Inspect();
+  // The first offset at or after `timestamp_ms` per partition (the end of the
+  // log where there is none).
+  Result<OffsetMap> OffsetsForTimestamp(int64_t timestamp_ms);
+  Status CommitGroupOffsets(const OffsetMap& next);
 
   // Gaps skipped because of on_data_loss = skip since the last call, as
   // human-readable notes ("orders[3]: skipped 380 offsets 120..499").
@@ -70,6 +87,8 @@ class KafkaSource : public BatchSource {
   };
   friend struct RebalanceHook;  // librdkafka's rebalance callback, in the .cc
   void OnRebalance(int err, rd_kafka_topic_partition_list_s* partitions);
+  Status Connect();   // creates the consumer and waits for the brokers
+  Status OpenRest();  // assigns or subscribes, after Connect
   Status WaitForBrokers();
   Result<std::vector<TopicPartition>> ListPartitions();
   // Resolves where each partition starts: stored, else committed, else `start`.

@@ -164,7 +164,7 @@ Result<PipelineConfig> ParseConfig(const std::string& text, const std::string& d
   const std::set<std::string> known = {
       "source.brokers", "source.topic", "source.group", "source.start", "source.assignment", "source.on_data_loss",
       "source.connect_timeout", "batch.max_messages", "batch.max_wait", "batch.every", "target.database",
-      "target.busy_timeout"};
+      "target.busy_timeout", "staging.retention"};
   std::set<std::string> column_names;
 
   for (const auto& option : parsed.options) {
@@ -211,9 +211,10 @@ Result<PipelineConfig> ParseConfig(const std::string& text, const std::string& d
     }
     if (section.empty() || !known.count(full)) {
       if (section.empty()) {
-        errors.Add(section, key, "is outside any section; put it under [source], [batch], [columns], [target] or [kafka]");
-      } else if (section != "source" && section != "batch" && section != "target") {
-        errors.Add(section, key, "unknown section [" + section + "] (sections: source, batch, columns, target, kafka)");
+        errors.Add(section, key, "is outside any section; put it under [source], [batch], [columns], [staging], [target] or [kafka]");
+      } else if (section != "source" && section != "batch" && section != "target" && section != "staging") {
+        errors.Add(section, key,
+                   "unknown section [" + section + "] (sections: source, batch, columns, staging, target, kafka)");
       } else {
         errors.Add(section, key, "unknown key");
       }
@@ -252,7 +253,7 @@ Result<PipelineConfig> ParseConfig(const std::string& text, const std::string& d
     } else if (full == "target.database") {
       database = value;
     } else if (full == "target.busy_timeout" || full == "source.connect_timeout" || full == "batch.max_wait" ||
-               full == "batch.every") {
+               full == "batch.every" || full == "staging.retention") {
       Result<std::chrono::milliseconds> duration = ParseDuration(value);
       if (!duration.ok()) {
         errors.Add(section, key, duration.status().message());
@@ -260,6 +261,8 @@ Result<PipelineConfig> ParseConfig(const std::string& text, const std::string& d
         errors.Add(section, key, "must be longer than 0");
       } else if (full == "target.busy_timeout") {
         config.busy_timeout_ms = static_cast<int>(std::min<int64_t>(duration->count(), 3600000));
+      } else if (full == "staging.retention") {
+        config.retention = *duration;
       } else if (full == "source.connect_timeout") {
         config.source.connect_timeout = *duration;
       } else if (full == "batch.max_wait") {

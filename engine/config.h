@@ -26,6 +26,7 @@ struct PipelineConfig {
   std::chrono::milliseconds max_wait{2000};
   std::chrono::milliseconds every{std::chrono::minutes(5)};
   std::vector<ColumnSpec> columns;
+  std::chrono::milliseconds retention{0};  // [staging] retention: how long past batches stay
   std::string database;  // resolved: relative paths are relative to `dir`
   int busy_timeout_ms = 10000;
 };

@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "engine/crash_point.h"
+#include "engine/validate.h"
 #include "sql/seeds.h"
 #include "sql/sql_file.h"
 
@@ -80,23 +81,14 @@ Status Engine::Prepare() {
   if (!tx.ok()) return tx.status();
   SLUICE_RETURN_IF_ERROR(catalog_->Install().WithContext("cannot create sluice's tables in " + db_->path()));
   if (pipeline_.schema) SLUICE_RETURN_IF_ERROR(RunSqlFile(db_.get(), *pipeline_.schema));
-  Result<std::unique_ptr<StagingWriter>> staging = StagingWriter::Create(db_.get(), pipeline_.config.columns);
+  Result<std::unique_ptr<StagingWriter>> staging =
+      StagingWriter::Create(db_.get(), pipeline_.config.columns, pipeline_.config.retention);
   if (!staging.ok()) return staging.status();
   staging_ = std::move(*staging);
   SLUICE_RETURN_IF_ERROR((*tx)->Commit());
-
   // Check the steps against an empty batch before anything is consumed: a
   // syntax error or a missing table fails here, naming the file and line.
-  Result<std::unique_ptr<Transaction>> check = Transaction::Begin(db_.get());
-  if (!check.ok()) return check.status();
-  SLUICE_RETURN_IF_ERROR(LoadChangedSeeds(db_.get(), pipeline_.seeds, nullptr));
-  SLUICE_RETURN_IF_ERROR(staging_->Clear());
-  for (const auto& step : pipeline_.steps) {
-    Status st = RunSqlFile(db_.get(), step);
-    if (!st.ok()) return st.WithContext("pipeline check failed (nothing was consumed)");
-  }
-  (*check)->Rollback();
-  return Status::Ok();
+  return DryRunSteps(db_.get(), pipeline_).WithContext("pipeline check failed (nothing was consumed)");
 }
 
 Status Engine::RecordFailure(RunRecord record, const Status& error) {
@@ -112,7 +104,7 @@ Status Engine::RecordFailure(RunRecord record, const Status& error) {
   return Status::Ok();
 }
 
-Result<BatchOutcome> Engine::RunBatch() {
+Result<BatchOutcome> Engine::RunBatch(const BatchOptions& options) {
   BatchOutcome outcome;
   RunRecord& record = outcome.record;
   record.started_at = Catalog::Now();
@@ -175,6 +167,10 @@ Result<BatchOutcome> Engine::RunBatch() {
   outcome.run_id = *run_id;
 
   auto stage_start = Clock::now();
+  if (options.before_stage) {
+    Status before = options.before_stage(db_.get());
+    if (!before.ok()) return fail(before);
+  }
   std::vector<std::string> loaded_seeds;
   Status st = LoadChangedSeeds(db_.get(), pipeline_.seeds, &loaded_seeds);
   if (!st.ok()) return fail(st);
@@ -206,6 +202,7 @@ Result<BatchOutcome> Engine::RunBatch() {
   record.steps_ms = MillisSince(steps_start);
 
   auto commit_start = Clock::now();
+  if (!options.store_offsets) outcome.committed.clear();
   // The stored offsets must still be where this batch started: otherwise
   // another process (a group member after a rebalance) moved them, and
   // committing would double or skip data.
@@ -254,9 +251,19 @@ Result<BatchOutcome> Engine::RunBatch() {
   return outcome;
 }
 
-Status Engine::RunUntilCaughtUp(const std::atomic<bool>& stop) {
+Status Engine::RunUntilCaughtUp(const std::atomic<bool>& stop,
+                                const std::function<void(const Progress&)>& progress) {
   Result<OffsetMap> ends = source_->EndOffsets();
   if (!ends.ok()) return ends.status();
+  Progress report;
+  auto pass_start = Clock::now();
+  {
+    OffsetMap positions = source_->Positions();
+    for (const auto& [tp, end] : *ends) {
+      auto position = positions.find(tp);
+      if (position != positions.end() && end > position->second) report.backlog += end - position->second;
+    }
+  }
   auto caught_up = [&]() {
     OffsetMap positions = source_->Positions();
     for (const auto& [tp, end] : *ends) {
@@ -277,6 +284,9 @@ Status Engine::RunUntilCaughtUp(const std::atomic<bool>& stop) {
       return outcome.status();
     }
     conflicts = 0;
+    report.done += outcome->record.messages;
+    report.elapsed_s = std::chrono::duration<double>(Clock::now() - pass_start).count();
+    if (progress) progress(report);
     if (outcome->record.messages > 0) {
       last_progress = Clock::now();
     } else if (Clock::now() - last_progress > std::chrono::milliseconds(pipeline_.config.source.connect_timeout)) {
@@ -286,6 +296,9 @@ Status Engine::RunUntilCaughtUp(const std::atomic<bool>& stop) {
                                 "reachable?");
     }
   }
+  report.finished = true;
+  report.elapsed_s = std::chrono::duration<double>(Clock::now() - pass_start).count();
+  if (progress) progress(report);
   return Status::Ok();
 }
 
@@ -296,11 +309,11 @@ Status Engine::Run(const RunOptions& options, const std::atomic<bool>& stop) {
       return outcome.ok() ? Status::Ok() : outcome.status();
     }
     case RunMode::kUntilCaughtUp:
-      return RunUntilCaughtUp(stop);
+      return RunUntilCaughtUp(stop, options.progress);
     case RunMode::kEvery: {
       auto next_tick = Clock::now();
       while (!stop.load()) {
-        SLUICE_RETURN_IF_ERROR(RunUntilCaughtUp(stop));
+        SLUICE_RETURN_IF_ERROR(RunUntilCaughtUp(stop, options.progress));
         next_tick += options.every;
         auto now = Clock::now();
         if (next_tick < now) next_tick = now;  // a pass took longer than the cadence: go again at once

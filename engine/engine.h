@@ -10,6 +10,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -26,9 +27,27 @@ namespace sluice {
 
 enum class RunMode { kOnce, kUntilCaughtUp, kEvery };
 
+// Progress of an until-caught-up pass, reported after each batch.
+struct Progress {
+  int64_t done = 0;     // messages processed in this pass
+  int64_t backlog = 0;  // messages between the positions and the end offsets at the pass's start
+  double elapsed_s = 0;
+  bool finished = false;
+};
+
 struct RunOptions {
   RunMode mode = RunMode::kUntilCaughtUp;
   std::chrono::milliseconds every{std::chrono::minutes(5)};
+  std::function<void(const Progress&)> progress;  // optional
+};
+
+struct BatchOptions {
+  // Store and commit the batch's next offsets. Off for re-running messages
+  // that are already behind the stored offsets (quarantine replay).
+  bool store_offsets = true;
+  // Runs inside the batch transaction before staging (e.g. removing the
+  // quarantine rows being replayed).
+  std::function<Status(Database*)> before_stage;
 };
 
 struct BatchOutcome {
@@ -53,7 +72,7 @@ class Engine {
 
   // Runs one batch (possibly empty). On failure the batch is rolled back, a
   // failed run is recorded, and the error names what failed.
-  Result<BatchOutcome> RunBatch();
+  Result<BatchOutcome> RunBatch(const BatchOptions& options = {});
 
   // Runs batches in `options.mode` until done, a failure, or `stop`.
   // Returns Ok when stopped by `stop` after finishing the batch in flight.
@@ -66,7 +85,7 @@ class Engine {
   Engine(const Pipeline& pipeline, std::unique_ptr<BatchSource> source)
       : pipeline_(pipeline), source_(std::move(source)) {}
   Status Prepare();
-  Status RunUntilCaughtUp(const std::atomic<bool>& stop);
+  Status RunUntilCaughtUp(const std::atomic<bool>& stop, const std::function<void(const Progress&)>& progress);
   Status RecordFailure(RunRecord record, const Status& error);
 
   Pipeline pipeline_;

@@ -1,6 +1,8 @@
 // Database, Statement and Transaction implementations.
 #include "sql/database.h"
 
+#include "sql/functions.h"
+
 #include <fcntl.h>
 #include <sqlite3.h>
 #include <sys/stat.h>
@@ -116,7 +118,13 @@ Result<std::unique_ptr<Database>> Database::Open(const std::string& path, const 
   // Step SQL must not load native code.
   sqlite3_db_config(db, SQLITE_DBCONFIG_ENABLE_LOAD_EXTENSION, 0, nullptr);
   sqlite3_db_config(db, SQLITE_DBCONFIG_TRUSTED_SCHEMA, 0, nullptr);
+  Status registered = RegisterFunctions(db);
+  if (!registered.ok()) return registered;
   if (!options.read_only && !in_memory) {
+    // A new file gets incremental auto-vacuum, so `sluice compact` can give
+    // pages back without rewriting the database; it must precede any table.
+    Result<int64_t> pages = database->QueryInt("PRAGMA page_count");
+    if (pages.ok() && *pages == 0) database->Exec("PRAGMA auto_vacuum=INCREMENTAL");
     Status st = database->Exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;");
     if (!st.ok()) return st.WithContext("cannot prepare database " + path);
   }

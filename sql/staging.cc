@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <set>
 
 namespace sluice {
 namespace {
@@ -313,33 +314,83 @@ std::string StagingTableDdl(const std::vector<ColumnSpec>& columns, const std::s
     ddl += QuoteIdentifier(column.name) + " " + affinity + ", ";
   }
   ddl += "_kafka_topic TEXT, _kafka_partition INTEGER, _kafka_offset INTEGER, _kafka_timestamp INTEGER, "
-         "_kafka_key TEXT, _kafka_value TEXT)";
+         "_kafka_key TEXT, _kafka_value TEXT, _sluice_run_id INTEGER)";
   return ddl;
 }
 
-std::string BatchViewDdl(const std::vector<ColumnSpec>& columns, const std::string& view, const std::string& table) {
+std::string BatchViewDdl(const std::vector<ColumnSpec>& columns, const std::string& view, const std::string& table,
+                         bool keep_history) {
   std::string ddl = "CREATE VIEW " + QuoteIdentifier(view) + " AS SELECT ";
   for (const auto& column : columns) ddl += QuoteIdentifier(column.name) + ", ";
   ddl += "_kafka_topic, _kafka_partition, _kafka_offset, _kafka_timestamp, _kafka_key, _kafka_value FROM " +
          QuoteIdentifier(table);
+  // With history kept, the staging table holds past batches too: the view
+  // shows the batch of the run in progress (the one 'running' row, which
+  // exists only inside the batch transaction).
+  if (keep_history) {
+    ddl += " WHERE _sluice_run_id = (SELECT max(run_id) FROM _sluice_runs WHERE status = 'running')";
+  }
   return ddl;
 }
 
-Result<std::unique_ptr<StagingWriter>> StagingWriter::Create(Database* db, std::vector<ColumnSpec> columns) {
-  std::string ddl = "DROP VIEW IF EXISTS " + QuoteIdentifier(kView) + "; DROP TABLE IF EXISTS " + QuoteIdentifier(kTable) +
-                    "; " + StagingTableDdl(columns, kTable) + "; " + BatchViewDdl(columns, kView, kTable) + ";";
+Result<std::unique_ptr<StagingWriter>> StagingWriter::Create(Database* db, std::vector<ColumnSpec> columns,
+                                                           std::chrono::milliseconds retention) {
+  bool keep_history = retention.count() > 0;
+  std::string ddl;
+  if (!keep_history || !db->TableExists(kTable)) {
+    // Nothing worth keeping: start from the declared shape.
+    ddl = "DROP VIEW IF EXISTS " + QuoteIdentifier(kView) + "; DROP TABLE IF EXISTS " + QuoteIdentifier(kTable) + "; " +
+          StagingTableDdl(columns, kTable) + ";";
+  } else {
+    // Keep past batches: add columns declared since (old ones stay, NULL
+    // for new rows).
+    Result<Statement> info = db->Prepare(std::string("SELECT name FROM pragma_table_info('") + kTable + "')");
+    if (!info.ok()) return info.status();
+    std::set<std::string> existing;
+    while (true) {
+      Result<bool> row = info->Step();
+      if (!row.ok()) return row.status();
+      if (!*row) break;
+      existing.insert(info->ColumnText(0));
+    }
+    ddl = "DROP VIEW IF EXISTS " + QuoteIdentifier(kView) + ";";
+    for (const auto& column : columns) {
+      if (!existing.count(column.name)) {
+        ddl += " ALTER TABLE " + QuoteIdentifier(kTable) + " ADD COLUMN " + QuoteIdentifier(column.name) + ";";
+      }
+    }
+  }
+  if (keep_history) {
+    ddl += std::string(" CREATE INDEX IF NOT EXISTS _sluice_staging_by_run ON ") + QuoteIdentifier(kTable) +
+           "(_sluice_run_id);";
+  }
+  ddl += " " + BatchViewDdl(columns, kView, kTable, keep_history) + ";";
   Status st = db->Exec(ddl);
   if (!st.ok()) return st.WithContext("cannot create the staging table");
   std::unique_ptr<StagingWriter> writer(new StagingWriter(db, std::move(columns)));
-  std::string placeholders;
-  for (size_t i = 0; i < writer->parser_.columns().size() + 6; ++i) placeholders += i == 0 ? "?" : ", ?";
-  Result<Statement> insert = db->Prepare("INSERT INTO " + QuoteIdentifier(kTable) + " VALUES (" + placeholders + ")");
+  writer->retention_ = retention;
+  std::string names, placeholders;
+  for (const auto& column : writer->parser_.columns()) {
+    names += QuoteIdentifier(column.name) + ", ";
+    placeholders += "?, ";
+  }
+  names += "_kafka_topic, _kafka_partition, _kafka_offset, _kafka_timestamp, _kafka_key, _kafka_value, _sluice_run_id";
+  placeholders += "?, ?, ?, ?, ?, ?, ?";
+  Result<Statement> insert =
+      db->Prepare("INSERT INTO " + QuoteIdentifier(kTable) + " (" + names + ") VALUES (" + placeholders + ")");
   if (!insert.ok()) return insert.status();
   Result<Statement> quarantine = db->Prepare(
       "INSERT INTO _sluice_quarantine(topic, \"partition\", \"offset\", \"timestamp\", key, value, error, run_id, "
       "quarantined_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, strftime('%Y-%m-%dT%H:%M:%fZ','now'))");
   if (!quarantine.ok()) return quarantine.status();
-  Result<Statement> clear = db->Prepare("DELETE FROM " + QuoteIdentifier(kTable));
+  // Without history, every batch starts from an empty table; with it, only
+  // the batches of runs older than the retention go.
+  Result<Statement> clear = db->Prepare(
+      keep_history ? "DELETE FROM " + QuoteIdentifier(kTable) +
+                         " WHERE _sluice_run_id IN (SELECT run_id FROM _sluice_runs WHERE started_at < "
+                         "strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?)) OR _sluice_run_id NOT IN (SELECT run_id FROM "
+                         "_sluice_runs)"
+                   : "DELETE FROM " + QuoteIdentifier(kTable));
   if (!clear.ok()) return clear.status();
   writer->insert_ = std::move(*insert);
   writer->quarantine_ = std::move(*quarantine);
@@ -348,6 +399,9 @@ Result<std::unique_ptr<StagingWriter>> StagingWriter::Create(Database* db, std::
 }
 
 Status StagingWriter::Clear() {
+  if (retention_.count() > 0) {
+    clear_.BindText(1, "-" + std::to_string(retention_.count() / 1000.0) + " seconds");
+  }
   Status st = clear_.Run();
   clear_.Reset();
   return st;
@@ -416,6 +470,7 @@ Status StagingWriter::Write(const Message& message, int64_t run_id, StageCounts*
     ++index;
   }
   BindMetadata(&insert_, index, message);
+  insert_.BindInt(index + 6, run_id);
   Status st = insert_.Run();
   insert_.Reset();
   if (!st.ok()) return st.WithContext("cannot write to the staging table");

@@ -9,6 +9,7 @@
 
 #include <rapidjson/document.h>
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -85,11 +86,16 @@ class StagingWriter {
   static constexpr const char* kTable = "_sluice_staging";
   static constexpr const char* kView = "batch";
 
-  // Creates the staging table and the `batch` view for `columns`, replacing
-  // those of an earlier run (they hold only the last batch).
-  static Result<std::unique_ptr<StagingWriter>> Create(Database* db, std::vector<ColumnSpec> columns);
+  // Creates the staging table and the `batch` view for `columns`. With a
+  // zero `retention` the table holds only the last batch and is recreated;
+  // otherwise past batches stay for inspection for `retention` (columns
+  // declared since are added) and `batch` shows only the run in progress.
+  static Result<std::unique_ptr<StagingWriter>> Create(Database* db, std::vector<ColumnSpec> columns,
+                                                      std::chrono::milliseconds retention = {});
 
-  // Empties the staging table; call inside the batch transaction.
+  // Removes what the next batch must not see: everything without history,
+  // else the batches older than the retention. Call inside the batch
+  // transaction.
   Status Clear();
   // Stages or quarantines one message.
   Status Write(const Message& message, int64_t run_id, StageCounts* counts);
@@ -101,11 +107,13 @@ class StagingWriter {
   Statement insert_;
   Statement quarantine_;
   Statement clear_;
+  std::chrono::milliseconds retention_{0};
 };
 
 // The CREATE TABLE statement of the staging table for `columns` (also used by
 // validation to build a scratch database with the batch's shape).
 std::string StagingTableDdl(const std::vector<ColumnSpec>& columns, const std::string& table);
-std::string BatchViewDdl(const std::vector<ColumnSpec>& columns, const std::string& view, const std::string& table);
+std::string BatchViewDdl(const std::vector<ColumnSpec>& columns, const std::string& view, const std::string& table,
+                         bool keep_history = false);
 
 }  // namespace sluice

@@ -298,7 +298,7 @@ TEST(Config, UnknownKeyNamesFileLineAndKey) {
 
 TEST(Config, UnknownSectionNamesFileLineAndKey) {
   EXPECT_EQ(ErrorOf("[source]\ntopic = t\n[sink]\npath = /tmp/x\n"),
-            "pipeline.conf:4: [sink] path: unknown section [sink] (sections: source, batch, columns, target, kafka)");
+            "pipeline.conf:4: [sink] path: unknown section [sink] (sections: source, batch, columns, staging, target, kafka)");
 }
 
 TEST(Config, KeyBeforeAnySectionNamesItsLine) {

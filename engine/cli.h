@@ -1,0 +1,37 @@
+// The sluice command line. Each command is a function from its arguments
+// (after the command name) to an exit code; main() dispatches. Boost's
+// program_options exceptions are caught in main(), at the edge.
+#pragma once
+
+#include <atomic>
+#include <string>
+#include <vector>
+
+namespace sluice::cli {
+
+constexpr int kExitOk = 0;
+constexpr int kExitFailure = 1;
+constexpr int kExitUsage = 2;
+
+// Set by SIGINT/SIGTERM once InstallSignalHandlers() ran.
+extern std::atomic<bool> g_stop;
+void InstallSignalHandlers();
+
+// verbosity: 1 debug (-v), 0 info, -1 warnings and errors only (-q).
+void SetupLogging(int verbosity);
+
+// "sluice 0.1.0 (librdkafka 2.0.2, SQLite 3.40.1)"
+std::string Version();
+
+int CommandRun(const std::vector<std::string>& args);         // cli_run.cc
+int CommandBroker(const std::vector<std::string>& args);      // cli_dev.cc
+int CommandProduce(const std::vector<std::string>& args);     // cli_dev.cc
+int CommandInit(const std::vector<std::string>& args);        // cli_dev.cc
+int CommandValidate(const std::vector<std::string>& args);    // cli_inspect.cc
+int CommandStatus(const std::vector<std::string>& args);      // cli_inspect.cc
+int CommandQuarantine(const std::vector<std::string>& args);  // cli_inspect.cc
+int CommandCompact(const std::vector<std::string>& args);     // cli_inspect.cc
+int CommandReset(const std::vector<std::string>& args);       // cli_reset.cc
+int CommandTest(const std::vector<std::string>& args);        // fixtures.cc
+
+}  // namespace sluice::cli

@@ -1,0 +1,159 @@
+// `sluice run`: validate, open the engine over Kafka (or a file), run the
+// chosen mode, show progress on a terminal.
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <boost/program_options.hpp>
+#include <chrono>
+#include <cstdio>
+#include <iostream>
+
+#include "connectors/file_source.h"
+#include "connectors/kafka_source.h"
+#include "engine/cli.h"
+#include "engine/config.h"
+#include "engine/engine.h"
+#include "engine/validate.h"
+
+namespace sluice::cli {
+namespace po = boost::program_options;
+
+namespace {
+
+// Draws "[#####     ]  52%  520000/1000000 msgs  312k msg/s  ETA 2s" on stderr.
+void DrawProgress(const Progress& progress) {
+  double fraction = progress.backlog > 0 ? std::min(1.0, static_cast<double>(progress.done) / progress.backlog) : 1.0;
+  if (progress.finished) fraction = 1.0;
+  int filled = static_cast<int>(fraction * 30);
+  double rate = progress.elapsed_s > 0 ? progress.done / progress.elapsed_s : 0;
+  double eta = rate > 0 && progress.backlog > progress.done ? (progress.backlog - progress.done) / rate : 0;
+  std::fprintf(stderr, "\r[%s%s] %3d%%  %lld/%lld msgs  %.0f msg/s  ETA %.0fs ", std::string(filled, '#').c_str(),
+               std::string(30 - filled, ' ').c_str(), static_cast<int>(fraction * 100),
+               static_cast<long long>(progress.done), static_cast<long long>(progress.backlog), rate, eta);
+  if (progress.finished) std::fprintf(stderr, "\n");
+  std::fflush(stderr);
+}
+
+}  // namespace
+
+int CommandRun(const std::vector<std::string>& args) {
+  po::options_description options("options");
+  std::string every;
+  options.add_options()
+      ("help,h", "show this help")
+      ("once", "run one batch (possibly empty) and exit")
+      ("until-caught-up", "run batches until every partition reaches its end offset as seen at start, then exit (default)")
+      ("every", po::value<std::string>(&every)->implicit_value(""),
+       "run until caught up, sleep to the next tick, repeat; DURATION such as 30s or 5m (default: [batch] every)")
+      ("from-file", po::value<std::string>(),
+       "read JSON lines from FILE (- for stdin) instead of Kafka: the file's name is the topic, the line number the offset")
+      ("brokers", po::value<std::string>(), "bootstrap brokers, overriding [source] brokers")
+      ("db", po::value<std::string>(), "target database, overriding [target] database")
+      ("max-messages", po::value<size_t>(), "cap per batch, overriding [batch] max_messages")
+      ("verbose,v", "log more")
+      ("quiet,q", "log only warnings and errors; no progress bar");
+  po::options_description hidden;
+  hidden.add_options()("dir", po::value<std::string>());
+  po::options_description all;
+  all.add(options).add(hidden);
+  po::positional_options_description positional;
+  positional.add("dir", 1);
+  po::variables_map vm;
+  po::store(po::command_line_parser(args).options(all).positional(positional).run(), vm);
+  po::notify(vm);
+  if (vm.count("help")) {
+    std::cout << "usage: sluice run DIR [--once | --until-caught-up | --every [DURATION]] [--from-file FILE]\n"
+                 "                      [--brokers LIST] [--db PATH] [--max-messages N] [-v | -q]\n\n"
+                 "Runs the pipeline in DIR. Each batch is one SQLite transaction: stage the messages (bad ones go to\n"
+                 "_sluice_quarantine), run steps/*.sql in order, store the next offsets, commit; only then are the\n"
+                 "offsets committed to the Kafka group. A failing step rolls the batch back and exits non-zero.\n"
+                 "SIGINT/SIGTERM finish the batch in flight and exit 0. The pipeline is validated first.\n\n"
+              << options;
+    return kExitOk;
+  }
+  if (!vm.count("dir")) {
+    std::cerr << "sluice run: missing pipeline directory (sluice run DIR; see --help)\n";
+    return kExitUsage;
+  }
+  int modes = static_cast<int>(vm.count("once") + vm.count("until-caught-up") + vm.count("every"));
+  if (modes > 1) {
+    std::cerr << "sluice run: choose one of --once, --until-caught-up, --every\n";
+    return kExitUsage;
+  }
+  int verbosity = vm.count("verbose") ? 1 : vm.count("quiet") ? -1 : 0;
+  SetupLogging(verbosity);
+
+  ConfigOverrides overrides;
+  if (vm.count("brokers")) overrides.brokers = vm["brokers"].as<std::string>();
+  if (vm.count("db")) overrides.database = vm["db"].as<std::string>();
+  if (vm.count("max-messages")) {
+    size_t max = vm["max-messages"].as<size_t>();
+    if (max == 0) {
+      std::cerr << "sluice run: --max-messages must be at least 1\n";
+      return kExitUsage;
+    }
+    overrides.max_messages = max;
+  }
+  std::string dir = vm["dir"].as<std::string>();
+  std::vector<std::string> problems = ValidatePipeline(dir, overrides);
+  if (!problems.empty()) {
+    for (const auto& problem : problems) spdlog::error("{}", problem);
+    spdlog::error("{} problem{} found; nothing was consumed (`sluice validate {}` checks again)", problems.size(),
+                  problems.size() == 1 ? "" : "s", dir);
+    return kExitFailure;
+  }
+  Result<Pipeline> pipeline = LoadPipeline(dir, overrides);
+  if (!pipeline.ok()) {
+    spdlog::error("{}", pipeline.status().message());
+    return kExitFailure;
+  }
+  RunOptions run_options;
+  run_options.mode = vm.count("once") ? RunMode::kOnce : vm.count("every") ? RunMode::kEvery : RunMode::kUntilCaughtUp;
+  run_options.every = pipeline->config.every;
+  if (vm.count("every") && !every.empty()) {
+    auto duration = ParseDuration(every);
+    if (!duration.ok() || duration->count() == 0) {
+      std::cerr << "sluice run: --every " << every << ": "
+                << (duration.ok() ? std::string("must be longer than 0") : duration.status().message()) << "\n";
+      return kExitUsage;
+    }
+    run_options.every = *duration;
+  }
+  if (run_options.mode == RunMode::kUntilCaughtUp && verbosity >= 0 && isatty(STDERR_FILENO)) {
+    run_options.progress = DrawProgress;
+  }
+
+  InstallSignalHandlers();
+  const auto& config = pipeline->config;
+  std::unique_ptr<BatchSource> source;
+  EngineOptions engine_options;
+  if (vm.count("from-file")) {
+    FileSourceOptions file;
+    file.path = vm["from-file"].as<std::string>();
+    file.default_timestamp =
+        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+    source = std::make_unique<FileSource>(file);
+    engine_options.exclusive_lock = true;
+  } else {
+    source = std::make_unique<KafkaSource>(config.source);
+    engine_options.exclusive_lock = config.source.assignment == KafkaSourceOptions::Assignment::kAll;
+  }
+  std::string described = source->Describe();
+  auto engine = Engine::Open(*pipeline, std::move(source), engine_options);
+  if (!engine.ok()) {
+    spdlog::error("{}", engine.status().message());
+    return kExitFailure;
+  }
+  spdlog::info("pipeline {}: {} into {} ({} steps, {} seeds)", dir, described, config.database,
+               pipeline->steps.size(), pipeline->seeds.size());
+  Status st = (*engine)->Run(run_options, g_stop);
+  if (!st.ok()) {
+    // A batch failure was already logged with its run id.
+    if (st.code() != Status::Code::kSqlError) spdlog::error("{}", st.message());
+    return kExitFailure;
+  }
+  if (g_stop.load()) spdlog::info("stopped by signal after the batch in flight");
+  return kExitOk;
+}
+
+}  // namespace sluice::cli

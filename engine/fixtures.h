@@ -1,0 +1,29 @@
+// Fixtures: `sluice test DIR` runs the pipeline over DIR/tests/<case>/ without
+// a broker, against a fresh in-memory database, and compares tables:
+//   input.jsonl          one message per line (envelope fields _kafka_key,
+//                        _kafka_partition, _kafka_timestamp override defaults;
+//                        the default timestamp is the line number)
+//   batches              optional: lines per batch, one number per line
+//   expected/<table>.csv the rows <table> must hold afterwards, compared on
+//                        the header's columns only, in any order; an empty
+//                        cell is NULL; numbers compare as numbers
+#pragma once
+
+#include <ostream>
+#include <string>
+#include <vector>
+
+#include "engine/status.h"
+
+namespace sluice {
+
+struct FixtureResult {
+  std::string name;
+  bool passed = false;
+  std::string report;  // what differed, readable
+};
+
+// Runs every case under `dir`/tests (or only `only` when not empty).
+Result<std::vector<FixtureResult>> RunFixtures(const std::string& dir, const std::string& only = "");
+
+}  // namespace sluice
