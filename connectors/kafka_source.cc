@@ -5,6 +5,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cstring>
 #include <thread>
 
@@ -52,6 +53,25 @@ struct RebalanceHook {
   }
 };
 
+bool IsSecretProperty(const std::string& name) {
+  std::string lower = name;
+  for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  for (const char* word : {"password", "secret", "token", "key"}) {
+    if (lower.find(word) != std::string::npos) return true;
+  }
+  return false;
+}
+
+std::string RedactSecrets(std::string text, const std::vector<std::pair<std::string, std::string>>& properties) {
+  for (const auto& [name, value] : properties) {
+    if (!IsSecretProperty(name) || value.empty()) continue;
+    for (size_t pos = text.find(value); pos != std::string::npos; pos = text.find(value, pos + 3)) {
+      text.replace(pos, value.size(), "***");
+    }
+  }
+  return text;
+}
+
 const std::set<std::string>& ReservedKafkaProperties() {
   static const std::set<std::string> reserved = {
       "bootstrap.servers", "metadata.broker.list", "group.id", "enable.auto.commit", "enable.auto.offset.store",
@@ -83,7 +103,7 @@ Status KafkaSource::Connect() {
   rd_kafka_conf_t* conf = rd_kafka_conf_new();
   auto set = [&](const std::string& key, const std::string& value) -> Status {
     if (rd_kafka_conf_set(conf, key.c_str(), value.c_str(), errstr, sizeof(errstr)) != RD_KAFKA_CONF_OK) {
-      return Status::InvalidConfig("[kafka] " + key + ": " + errstr);
+      return Status::InvalidConfig("[kafka] " + key + ": " + RedactSecrets(errstr, {{key, value}}));
     }
     return Status::Ok();
   };
@@ -121,7 +141,7 @@ Status KafkaSource::Connect() {
   rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
   if (rk == nullptr) {
     rd_kafka_conf_destroy(conf);
-    return Status::KafkaError(std::string("cannot create Kafka consumer: ") + errstr);
+    return Status::KafkaError("cannot create Kafka consumer: " + RedactSecrets(errstr, options_.properties));
   }
   rk_.reset(rk);
   rd_kafka_poll_set_consumer(rk);
@@ -152,6 +172,14 @@ Status KafkaSource::OpenRest() {
     return Status::Ok();
   }
 
+  for (const auto& [key, value] : options_.properties) {
+    if (key == "partition.assignment.strategy" && value.find("cooperative") != std::string::npos &&
+        rd_kafka_version() < 0x020300ff) {
+      spdlog::warn("librdkafka {} can abort in the cooperative-sticky assignor when a member closes before its first "
+                   "assignment (librdkafka issue 4312, fixed in 2.3.0); prefer range or roundrobin with this version",
+                   rd_kafka_version_str());
+    }
+  }
   PartitionList topics(rd_kafka_topic_partition_list_new(static_cast<int>(options_.topics.size())));
   for (const auto& topic : options_.topics) {
     rd_kafka_topic_partition_list_add(topics.get(), topic.c_str(), RD_KAFKA_PARTITION_UA);

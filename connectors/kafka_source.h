@@ -39,6 +39,15 @@ struct KafkaSourceOptions {
   std::chrono::milliseconds connect_timeout{30000};
 };
 
+// True for property names that hold secrets (their name contains password,
+// secret, token or key, e.g. ssl.key.password): their values are shown as
+// *** everywhere sluice prints them.
+bool IsSecretProperty(const std::string& name);
+
+// `text` with every occurrence of the values of secret `properties` replaced
+// by ***, for messages that may quote a value back (librdkafka's errors do).
+std::string RedactSecrets(std::string text, const std::vector<std::pair<std::string, std::string>>& properties);
+
 // librdkafka properties that sluice owns: setting them in [kafka] would break
 // the offset protocol, so the config loader rejects them.
 const std::set<std::string>& ReservedKafkaProperties();

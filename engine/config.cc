@@ -129,13 +129,6 @@ Result<std::string> ExpandEnvironment(const std::string& text) {
   return out;
 }
 
-bool IsSecretProperty(const std::string& name) {
-  std::string lower = Lower(name);
-  for (const char* word : {"password", "secret", "token", "key"}) {
-    if (lower.find(word) != std::string::npos) return true;
-  }
-  return false;
-}
 
 Result<PipelineConfig> ParseConfig(const std::string& text, const std::string& display, const std::string& dir,
                                    const ConfigOverrides& overrides) {

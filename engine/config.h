@@ -59,8 +59,5 @@ Result<std::chrono::milliseconds> ParseDuration(const std::string& text);
 // an error that names it.
 Result<std::string> ExpandEnvironment(const std::string& text);
 
-// True for property names that hold secrets (password, secret, token, key):
-// their values are shown as *** everywhere sluice prints them.
-bool IsSecretProperty(const std::string& name);
 
 }  // namespace sluice

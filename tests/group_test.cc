@@ -2,6 +2,8 @@
 // with eager and cooperative rebalances, and every message is processed once.
 #include <gtest/gtest.h>
 
+#include <librdkafka/rdkafka.h>
+
 #include <thread>
 
 #include "connectors/kafka_source.h"
@@ -47,6 +49,11 @@ struct Member {
 class GroupAssignment : public ::testing::TestWithParam<const char*> {};
 
 TEST_P(GroupAssignment, MembersSplitPartitionsAndProcessEachMessageOnce) {
+  if (std::string(GetParam()) == "cooperative-sticky" && rd_kafka_version() < 0x020300ff) {
+    GTEST_SKIP() << "librdkafka " << rd_kafka_version_str()
+                 << " can abort in the cooperative-sticky assignor when a member closes (librdkafka #4312, fixed in "
+                    "2.3.0); sluice warns about it at start";
+  }
   auto broker = testing::StartBroker("events", 4);
   TempDir dir;
   PipelineFiles files;
@@ -97,7 +104,7 @@ TEST_P(GroupAssignment, MembersSplitPartitionsAndProcessEachMessageOnce) {
   EXPECT_EQ(first.held.size() + second.held.size(), 4u);
 }
 
-INSTANTIATE_TEST_SUITE_P(Strategies, GroupAssignment, ::testing::Values("range", "cooperative-sticky"));
+INSTANTIATE_TEST_SUITE_P(Strategies, GroupAssignment, ::testing::Values("range", "roundrobin", "cooperative-sticky"));
 
 }  // namespace
 }  // namespace sluice
