@@ -5,6 +5,7 @@
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <iostream>
 #include <limits>
@@ -25,14 +26,31 @@ Status FileSource::Open(const StoredOffsetLookup& stored) {
     if (!file_) return Status::IoError("cannot read " + options_.path);
     in_ = &file_;
   }
+  // Line numbers are shared by every partition a file's envelopes name, and
+  // each batch commits as one transaction: resume after the highest stored.
+  std::vector<TopicPartition> partitions = {partition_};
+  if (options_.path != "-") {
+    std::ifstream scan(options_.path, std::ios::binary);
+    std::string line;
+    int64_t number = 0;
+    while (std::getline(scan, line)) {
+      if (line.find("\"_kafka_partition\"") == std::string::npos) continue;
+      Message message;
+      ParseLine(line, ++number, partition_.first, 0, &message);
+      TopicPartition tp{partition_.first, message.partition};
+      if (std::find(partitions.begin(), partitions.end(), tp) == partitions.end()) partitions.push_back(tp);
+    }
+  }
   int64_t resume = 1;
   if (stored) {
-    Result<OffsetMap> offsets = stored({partition_});
+    Result<OffsetMap> offsets = stored(partitions);
     if (!offsets.ok()) return offsets.status();
-    auto found = offsets->find(partition_);
-    if (found != offsets->end()) resume = found->second;
+    for (const auto& [tp, offset] : *offsets) {
+      resume = std::max(resume, offset);
+      starts_[tp] = offset;
+    }
   }
-  starts_[partition_] = resume;
+  if (!starts_.count(partition_)) starts_[partition_] = resume;
   return SkipTo(resume);
 }
 
@@ -62,17 +80,17 @@ void FileSource::ParseLine(const std::string& line, int64_t line_number, const s
   };
   if (const rapidjson::Value* key = take("_kafka_key")) {
     if (key->IsString()) message->key = std::string(key->GetString(), key->GetStringLength());
-    doc.RemoveMember("_kafka_key");
+    doc.EraseMember("_kafka_key");
     changed = true;
   }
   if (const rapidjson::Value* partition = take("_kafka_partition")) {
     if (partition->IsInt()) message->partition = partition->GetInt();
-    doc.RemoveMember("_kafka_partition");
+    doc.EraseMember("_kafka_partition");
     changed = true;
   }
   if (const rapidjson::Value* timestamp = take("_kafka_timestamp")) {
     if (timestamp->IsInt64()) message->timestamp = timestamp->GetInt64();
-    doc.RemoveMember("_kafka_timestamp");
+    doc.EraseMember("_kafka_timestamp");
     changed = true;
   }
   if (changed) {

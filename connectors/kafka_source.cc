@@ -378,7 +378,7 @@ Status KafkaSource::HandleOutOfRange(const TopicPartition& tp, int64_t offset) {
   return Rewind({{tp, low}});
 }
 
-std::vector<std::string> KafkaSource::TakeDataLossNotes() {
+std::vector<std::string> KafkaSource::TakeNotes() {
   std::vector<std::string> notes;
   notes.swap(data_loss_notes_);
   return notes;
@@ -497,19 +497,31 @@ Result<OffsetMap> KafkaSource::OffsetsForTimestamp(int64_t timestamp_ms) {
   rd_kafka_resp_err_t err = rd_kafka_offsets_for_times(rk_.get(), list.get(), 10000);
   if (err) return Status::KafkaError(std::string("cannot look up offsets by time: ") + rd_kafka_err2str(err));
   OffsetMap offsets;
+  bool any_found = false, any_data = false;
   for (int i = 0; i < list->cnt; ++i) {
     TopicPartition tp{list->elems[i].topic, list->elems[i].partition};
     if (list->elems[i].err) {
       return Status::KafkaError("cannot look up " + Name(tp) + " by time: " + rd_kafka_err2str(list->elems[i].err));
     }
+    int64_t low = 0, high = 0;
+    err = rd_kafka_query_watermark_offsets(rk_.get(), tp.first.c_str(), tp.second, &low, &high, 10000);
+    if (err) return Status::KafkaError("cannot read offsets of " + Name(tp) + ": " + rd_kafka_err2str(err));
+    any_data = any_data || high > low;
     int64_t offset = list->elems[i].offset;
-    if (offset < 0) {  // no message at or after the time: the end of the log
-      int64_t low = 0, high = 0;
-      err = rd_kafka_query_watermark_offsets(rk_.get(), tp.first.c_str(), tp.second, &low, &high, 10000);
-      if (err) return Status::KafkaError("cannot read offsets of " + Name(tp) + ": " + rd_kafka_err2str(err));
-      offset = high;
+    if (offset >= 0) {
+      any_found = true;
+    } else {
+      offset = high;  // no message at or after the time: the end of the log
     }
     offsets[tp] = offset;
+  }
+  // "Nothing at or after the time" everywhere is what a broker that cannot
+  // look up by time answers too (librdkafka's mock cluster does); moving to
+  // the end would skip everything silently, so say it instead.
+  if (any_data && !any_found) {
+    return Status::KafkaError("the broker found no message at or after that time in any partition; if that is "
+                              "wrong, the broker cannot look up offsets by time (the embedded broker cannot). Use "
+                              "--to latest to move to the end, or --partition/--offset");
   }
   return offsets;
 }

@@ -87,8 +87,8 @@ class KafkaSource : public BatchSource {
   Status CommitGroupOffsets(const OffsetMap& next);
 
   // Gaps skipped because of on_data_loss = skip since the last call, as
-  // human-readable notes ("orders[3]: skipped 380 offsets 120..499").
-  std::vector<std::string> TakeDataLossNotes();
+  // human-readable notes.
+  std::vector<std::string> TakeNotes() override;
 
  private:
   struct Deleter {

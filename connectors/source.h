@@ -81,6 +81,10 @@ class BatchSource {
   // Leaves the group (if joined) and releases the connection.
   virtual void Close() = 0;
 
+  // Notes worth recording with the next run (e.g. offsets skipped because
+  // of on_data_loss = skip), taken once.
+  virtual std::vector<std::string> TakeNotes() { return {}; }
+
   // A short description for logs: "kafka orders@localhost:9092".
   virtual std::string Describe() const = 0;
 };

@@ -5,6 +5,7 @@
 
 #include <boost/program_options.hpp>
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
 
 #include "connectors/kafka_source.h"
@@ -79,19 +80,29 @@ int CommandReset(const std::vector<std::string>& args) {
     std::cerr << lock.status().message() << "\n";
     return kExitFailure;
   }
-  Result<std::unique_ptr<Database>> db = Database::Open(config.database, DatabaseOptions{config.busy_timeout_ms});
-  if (!db.ok()) {
-    std::cerr << db.status().message() << "\n";
-    return kExitFailure;
-  }
-  Catalog catalog(db->get());
-  Status installed = catalog.Install();
-  if (!installed.ok()) {
-    std::cerr << installed.message() << "\n";
-    return kExitFailure;
+  // Nothing is created before the reset is applied: a dry run, or one that
+  // is not confirmed, leaves no database behind.
+  bool exists = config.database == ":memory:" || std::filesystem::exists(config.database);
+  std::unique_ptr<Database> db;
+  OffsetMap stored_offsets;
+  if (exists) {
+    Result<std::unique_ptr<Database>> opened = Database::Open(config.database, DatabaseOptions{config.busy_timeout_ms});
+    if (!opened.ok()) {
+      std::cerr << opened.status().message() << "\n";
+      return kExitFailure;
+    }
+    db = std::move(*opened);
+    if (db->TableExists("_sluice_offsets")) {
+      Result<OffsetMap> stored = Catalog(db.get()).AllStoredOffsets();
+      if (!stored.ok()) {
+        std::cerr << stored.status().message() << "\n";
+        return kExitFailure;
+      }
+      stored_offsets = *stored;
+    }
   }
   for (const auto& table : truncate) {
-    if (!(*db)->TableExists(table)) {
+    if (!db || !db->TableExists(table)) {
       std::cerr << "sluice reset: --truncate " << table << ": no such table in " << config.database << "\n";
       return kExitUsage;
     }
@@ -100,11 +111,6 @@ int CommandReset(const std::vector<std::string>& args) {
   Result<std::vector<PartitionState>> states = kafka.Inspect();
   if (!states.ok()) {
     std::cerr << states.status().message() << "\n";
-    return kExitFailure;
-  }
-  Result<OffsetMap> stored = catalog.AllStoredOffsets();
-  if (!stored.ok()) {
-    std::cerr << stored.status().message() << "\n";
     return kExitFailure;
   }
 
@@ -163,10 +169,10 @@ int CommandReset(const std::vector<std::string>& args) {
   for (const auto& state : *states) {
     auto next = target.find(state.partition);
     if (next == target.end()) continue;
-    auto old = stored->find(state.partition);
+    auto old = stored_offsets.find(state.partition);
     std::string name = state.partition.first + "[" + std::to_string(state.partition.second) + "]";
     std::printf("%-30s %12s %12s %12lld\n", name.c_str(),
-                old == stored->end() ? "-" : std::to_string(old->second).c_str(),
+                old == stored_offsets.end() ? "-" : std::to_string(old->second).c_str(),
                 state.committed ? std::to_string(*state.committed).c_str() : "-", static_cast<long long>(next->second));
   }
   for (const auto& table : truncate) std::printf("and empty table %s\n", table.c_str());
@@ -189,13 +195,27 @@ int CommandReset(const std::vector<std::string>& args) {
     }
   }
 
-  Result<std::unique_ptr<Transaction>> tx = Transaction::Begin(db->get());
+  if (!db) {
+    Result<std::unique_ptr<Database>> created = Database::Open(config.database, DatabaseOptions{config.busy_timeout_ms});
+    if (!created.ok()) {
+      std::cerr << created.status().message() << "\n";
+      return kExitFailure;
+    }
+    db = std::move(*created);
+  }
+  Catalog catalog(db.get());
+  Status installed = catalog.Install();
+  if (!installed.ok()) {
+    std::cerr << installed.message() << "\n";
+    return kExitFailure;
+  }
+  Result<std::unique_ptr<Transaction>> tx = Transaction::Begin(db.get());
   if (!tx.ok()) {
     std::cerr << tx.status().message() << "\n";
     return kExitFailure;
   }
   for (const auto& table : truncate) {
-    Status st = (*db)->Exec("DELETE FROM " + QuoteIdentifier(table));
+    Status st = db->Exec("DELETE FROM " + QuoteIdentifier(table));
     if (!st.ok()) {
       std::cerr << "cannot empty " << table << ": " << st.message() << "\n";
       return kExitFailure;

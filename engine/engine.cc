@@ -118,6 +118,7 @@ Result<BatchOutcome> Engine::RunBatch(const BatchOptions& options) {
     RecordFailure(record, fetched);
     return fetched;
   }
+  for (const auto& note : source_->TakeNotes()) record.notes += (record.notes.empty() ? "" : "; ") + note;
   // Taken after the fetch: a rebalance during it may have assigned partitions
   // (positioned at their stored offsets) or revoked some (their messages
   // were dropped from the batch).
@@ -177,7 +178,7 @@ Result<BatchOutcome> Engine::RunBatch(const BatchOptions& options) {
   if (!loaded_seeds.empty()) {
     std::string names;
     for (const auto& name : loaded_seeds) names += (names.empty() ? "" : ", ") + name;
-    record.notes = "reloaded seeds: " + names;
+    record.notes += (record.notes.empty() ? "" : "; ") + std::string("reloaded seeds: ") + names;
     spdlog::info("run {}: reloaded seeds {}", record.run_id, names);
   }
   CrashPoint("after_seeds");
@@ -195,8 +196,10 @@ Result<BatchOutcome> Engine::RunBatch(const BatchOptions& options) {
 
   auto steps_start = Clock::now();
   for (const auto& step : pipeline_.steps) {
+    auto step_start = Clock::now();
     st = RunSqlFile(db_.get(), step);
     if (!st.ok()) return fail(st);
+    spdlog::debug("run {}: {} took {:.1f} ms", record.run_id, step.display, MillisSince(step_start));
     CrashPoint(("after_step:" + step.display).c_str());
   }
   record.steps_ms = MillisSince(steps_start);

@@ -2,6 +2,8 @@
 // for the statements files may not run, and error positions as file:line.
 #include "sql/sql_file.h"
 
+#include "sql/merge.h"
+
 #include <sqlite3.h>
 
 #include <fstream>
@@ -83,6 +85,16 @@ Status RunSqlFile(Database* db, const SqlFile& file) {
   while (true) {
     pos = SkipBlank(text, pos);
     if (pos >= text.size()) return Status::Ok();
+    if (IsMergeStatement(std::string_view(text).substr(pos))) {
+      // MERGE INTO ... is translated to SQLite's upsert (sql/merge.h).
+      size_t end = StatementEnd(text, pos);
+      Status st = RunMerge(db, std::string_view(text).substr(pos, end - pos));
+      if (!st.ok()) {
+        return Status::SqlError(file.display + ":" + std::to_string(LineAt(text, pos)) + ": " + st.message());
+      }
+      pos = end;
+      continue;
+    }
     sqlite3_stmt* raw = nullptr;
     const char* tail = nullptr;
     const char* start = text.c_str() + pos;

@@ -3,6 +3,7 @@
 // (or of the exact token, for syntax errors). Transaction control is refused:
 // files run inside sluice's transaction, which owns atomicity. ATTACH is
 // refused too, so that a step cannot reach files outside the pipeline.
+// MERGE INTO statements are translated to SQLite's upsert (sql/merge.h).
 #pragma once
 
 #include <string>

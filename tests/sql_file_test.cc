@@ -249,3 +249,35 @@ TEST(SqlFile, ReadSqlFileKeepsPathDisplayAndBytes) {
 
 }  // namespace
 }  // namespace sluice
+
+namespace sluice {
+namespace {
+
+TEST_F(SqlFileTest, MergeStatementsRunBetweenOrdinaryOnes) {
+  Status st = Run(
+      "create table t (k text primary key, v integer);\n"
+      "create table s (k text, v integer);\n"
+      "insert into s values ('a', 1), ('b', 2);\n"
+      "-- the MERGE Delta users write; 'merge;' in this comment is not a statement\n"
+      "MERGE INTO t USING s ON t.k = s.k\n"
+      "  WHEN MATCHED THEN UPDATE SET *\n"
+      "  WHEN NOT MATCHED THEN INSERT *;\n"
+      "update s set v = v * 10;\n"
+      "merge into t using s on t.k = s.k when matched then update set v = s.v;\n"
+      "insert into s values ('c', 3);\n");
+  ASSERT_TRUE(st.ok()) << st.message();
+  EXPECT_EQ(Rows("select k, v from t order by k"), (std::vector<std::string>{"a|10", "b|20"}));
+}
+
+TEST_F(SqlFileTest, MergeErrorNamesFileAndTheStatementsLine) {
+  std::string message = Error(
+      "create table t (k text, v integer);\n"
+      "create table s (k text, v integer);\n"
+      "\n"
+      "merge into t using s on t.k = s.k when not matched then insert *;\n");
+  EXPECT_EQ(message.rfind("steps/x.sql:4: MERGE INTO t", 0), 0u) << message;
+  EXPECT_NE(message.find("unique index"), std::string::npos) << message;
+}
+
+}  // namespace
+}  // namespace sluice

@@ -1,7 +1,9 @@
 -- MERGE the batch into orders_curated: insert new orders, update known ones
--- only when the incoming version is newer (by broker timestamp, then offset).
--- An older event arriving late never overwrites a newer one. (10_dedup has
--- already carried the last known status into events that had none.)
+-- only when the incoming version is not older (by broker timestamp, then
+-- offset). An older event arriving late never overwrites a newer one; the
+-- same version read again (after `sluice reset`) is rewritten, so a fixed
+-- step applies to reprocessed data. (10_dedup has already carried the last
+-- known status into events that had none.)
 
 insert into orders_curated (
   order_id, customer_id, customer_name, region, product_id, product_name, category,
@@ -30,4 +32,4 @@ on conflict (order_id) do update set
   _kafka_offset    = excluded._kafka_offset,
   updated_at       = excluded.updated_at
 where (excluded._kafka_timestamp, excluded._kafka_offset)
-    > (orders_curated._kafka_timestamp, orders_curated._kafka_offset);
+    >= (orders_curated._kafka_timestamp, orders_curated._kafka_offset);

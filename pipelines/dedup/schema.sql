@@ -1,0 +1,15 @@
+-- Each event once, whichever copy arrived first.
+create table if not exists page_views (
+  event_id       text primary key,
+  page           text not null,
+  user_id        text,
+  viewed_at      text not null,
+  _kafka_offset  integer not null
+);
+
+create table if not exists views_daily (
+  day    text not null,
+  page   text not null,
+  views  integer not null,
+  primary key (day, page)
+);

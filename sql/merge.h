@@ -1,0 +1,50 @@
+// MERGE INTO for step files: the statement Delta and Iceberg users write,
+// translated into SQL that SQLite runs (INSERT ... ON CONFLICT ... DO UPDATE,
+// UPDATE ... FROM, or INSERT ... SELECT ... WHERE NOT EXISTS, depending on the
+// WHEN clauses). The ON clause must equate exactly the columns of a unique
+// index or primary key of the target, because SQLite's upsert finds the
+// matching row through that index. Before the translated statement runs, a
+// check query fails the MERGE when two source rows have the same key, as
+// Delta does. docs/merge.md lists the grammar and each translation.
+#pragma once
+
+#include <cstddef>
+#include <string>
+#include <string_view>
+
+#include "engine/status.h"
+#include "sql/database.h"
+
+namespace sluice {
+
+// True when the first token of `sql`, after whitespace and comments, is the
+// keyword MERGE (any case).
+bool IsMergeStatement(std::string_view sql);
+
+// The offset just past the ';' that ends the statement beginning at `start`,
+// or text.size() when there is none. Semicolons inside string literals,
+// quoted identifiers, comments and parentheses do not count.
+size_t StatementEnd(std::string_view text, size_t start);
+
+// A MERGE translated to SQLite. `check_sql` returns a row for a source key
+// that MERGE must refuse (columns: the key values, the number of source rows,
+// and 1 when a target row has that key); `sql` is the one statement that does
+// the merge.
+struct MergePlan {
+  std::string check_sql;
+  std::string sql;
+};
+
+// Parses `statement` (one MERGE, optionally ending with ';') and translates
+// it, reading the target's columns and unique keys (and the source's columns
+// for `*`) from `db`. Nothing is written. Fails with SqlError naming the
+// target and saying what to change for unsupported forms, an ON clause that
+// does not match a unique key, or unknown columns.
+Result<MergePlan> PlanMerge(Database* db, std::string_view statement);
+
+// Plans `statement`, runs the duplicate-key check and then the translated
+// statement. Does not open a transaction: a failing check writes nothing, and
+// a failing statement is undone by SQLite's statement rollback.
+Status RunMerge(Database* db, std::string_view statement);
+
+}  // namespace sluice
