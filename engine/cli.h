@@ -4,6 +4,7 @@
 #pragma once
 
 #include <atomic>
+#include <boost/program_options.hpp>
 #include <string>
 #include <vector>
 
@@ -19,6 +20,13 @@ void InstallSignalHandlers();
 
 // verbosity: 1 debug (-v), 0 info, -1 warnings and errors only (-q).
 void SetupLogging(int verbosity);
+
+// Parses a command's `args` with `options` plus a positional DIR (and a
+// positional ACTION after it when `with_action`). Throws Boost's errors,
+// which main() reports as usage errors.
+boost::program_options::variables_map ParseWithDir(const std::vector<std::string>& args,
+                                                   const boost::program_options::options_description& options,
+                                                   bool with_action = false);
 
 // "sluice 0.1.0 (librdkafka 2.0.2, SQLite 3.40.1)"
 std::string Version();

@@ -32,6 +32,23 @@ void SetupLogging(int verbosity) {
   spdlog::set_level(verbosity > 0 ? spdlog::level::debug : verbosity < 0 ? spdlog::level::warn : spdlog::level::info);
 }
 
+namespace po = boost::program_options;
+
+po::variables_map ParseWithDir(const std::vector<std::string>& args, const po::options_description& options,
+                               bool with_action) {
+  po::options_description hidden;
+  hidden.add_options()("dir", po::value<std::string>())("action", po::value<std::string>());
+  po::options_description all;
+  all.add(options).add(hidden);
+  po::positional_options_description positional;
+  positional.add("dir", 1);
+  if (with_action) positional.add("action", 1);
+  po::variables_map vm;
+  po::store(po::command_line_parser(args).options(all).positional(positional).run(), vm);
+  po::notify(vm);
+  return vm;
+}
+
 std::string Version() {
   return std::string("sluice ") + SLUICE_VERSION + " (librdkafka " + rd_kafka_version_str() + ", SQLite " +
          sqlite3_libversion() + ")";

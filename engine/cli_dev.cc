@@ -239,15 +239,7 @@ b,7.5,2026-01-01T10:01:00Z,2000,2
 int CommandInit(const std::vector<std::string>& args) {
   po::options_description options("options");
   options.add_options()("help,h", "show this help");
-  po::options_description hidden;
-  hidden.add_options()("dir", po::value<std::string>());
-  po::options_description all;
-  all.add(options).add(hidden);
-  po::positional_options_description positional;
-  positional.add("dir", 1);
-  po::variables_map vm;
-  po::store(po::command_line_parser(args).options(all).positional(positional).run(), vm);
-  po::notify(vm);
+  po::variables_map vm = ParseWithDir(args, options);
   if (vm.count("help") || !vm.count("dir")) {
     std::cout << "usage: sluice init DIR\n\n"
                  "Creates a pipeline directory with commented pipeline.conf, schema.sql, two steps and a fixture\n"

@@ -25,22 +25,6 @@ namespace po = boost::program_options;
 
 namespace {
 
-// Parses `args` with `options` plus a positional DIR (and an optional
-// positional ACTION for commands that take one).
-po::variables_map ParseWithDir(const std::vector<std::string>& args, const po::options_description& options,
-                               bool with_action = false) {
-  po::options_description hidden;
-  hidden.add_options()("dir", po::value<std::string>())("action", po::value<std::string>());
-  po::options_description all;
-  all.add(options).add(hidden);
-  po::positional_options_description positional;
-  positional.add("dir", 1);
-  if (with_action) positional.add("action", 1);
-  po::variables_map vm;
-  po::store(po::command_line_parser(args).options(all).positional(positional).run(), vm);
-  po::notify(vm);
-  return vm;
-}
 
 // Steps `stmt`: true while it yields rows (an error ends the listing).
 bool NextRow(Statement* stmt) {

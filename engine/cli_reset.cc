@@ -32,15 +32,7 @@ int CommandReset(const std::vector<std::string>& args) {
       ("yes,y", "do not ask for confirmation")
       ("brokers", po::value<std::string>(), "bootstrap brokers, overriding [source] brokers")
       ("db", po::value<std::string>(), "database, overriding [target] database");
-  po::options_description hidden;
-  hidden.add_options()("dir", po::value<std::string>());
-  po::options_description all;
-  all.add(options).add(hidden);
-  po::positional_options_description positional;
-  positional.add("dir", 1);
-  po::variables_map vm;
-  po::store(po::command_line_parser(args).options(all).positional(positional).run(), vm);
-  po::notify(vm);
+  po::variables_map vm = ParseWithDir(args, options);
   bool by_partition = vm.count("partition") || vm.count("offset");
   if (vm.count("help") || !vm.count("dir") || (!vm.count("to") && !by_partition)) {
     std::cout << "usage: sluice reset DIR --to earliest|latest|TIMESTAMP [--truncate TABLE...] [--dry-run] [--yes]\n"

@@ -52,15 +52,7 @@ int CommandRun(const std::vector<std::string>& args) {
       ("max-messages", po::value<size_t>(), "cap per batch, overriding [batch] max_messages")
       ("verbose,v", "log more")
       ("quiet,q", "log only warnings and errors; no progress bar");
-  po::options_description hidden;
-  hidden.add_options()("dir", po::value<std::string>());
-  po::options_description all;
-  all.add(options).add(hidden);
-  po::positional_options_description positional;
-  positional.add("dir", 1);
-  po::variables_map vm;
-  po::store(po::command_line_parser(args).options(all).positional(positional).run(), vm);
-  po::notify(vm);
+  po::variables_map vm = ParseWithDir(args, options);
   if (vm.count("help")) {
     std::cout << "usage: sluice run DIR [--once | --until-caught-up | --every [DURATION]] [--from-file FILE]\n"
                  "                      [--brokers LIST] [--db PATH] [--max-messages N] [-v | -q]\n\n"

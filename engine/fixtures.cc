@@ -222,15 +222,7 @@ int CommandTest(const std::vector<std::string>& args) {
       ("help,h", "show this help")
       ("case", po::value<std::string>(), "run only this case")
       ("verbose,v", "log the batches");
-  po::options_description hidden;
-  hidden.add_options()("dir", po::value<std::string>());
-  po::options_description all;
-  all.add(options).add(hidden);
-  po::positional_options_description positional;
-  positional.add("dir", 1);
-  po::variables_map vm;
-  po::store(po::command_line_parser(args).options(all).positional(positional).run(), vm);
-  po::notify(vm);
+  po::variables_map vm = cli::ParseWithDir(args, options);
   if (vm.count("help") || !vm.count("dir")) {
     std::cout << "usage: sluice test DIR [--case NAME] [-v]\n\n"
                  "Runs the pipeline over each fixture in DIR/tests/<case>/ against a fresh in-memory database, with\n"
