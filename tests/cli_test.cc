@@ -1,157 +1,44 @@
 // The sluice binary: crash recovery at the crash points, the pipeline lock,
 // run modes (--once, --until-caught-up, --every with SIGTERM), and the
 // --version, broker --help, produce and error paths.
-#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
-#include <spawn.h>
-#include <sqlite3.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cctype>
 #include <chrono>
-#include <functional>
 #include <optional>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "test_support.h"
 
-extern char** environ;
-
 namespace sluice {
 namespace {
 
-using testing::BasicConf;
+using testing::AppendPipeline;
+using testing::BackgroundSluice;
+using testing::Contains;
+using testing::IdAmountValues;
 using testing::PipelineFiles;
 using testing::ProduceValues;
 using testing::Query;
 using testing::QueryOne;
 using testing::RunSluice;
 using testing::TempDir;
+using testing::TryQueryOne;
+using testing::WaitFor;
 using testing::WriteFile;
 using testing::WritePipeline;
 
 using Rows = std::vector<std::string>;
 using Clock = std::chrono::steady_clock;
 
-std::vector<std::string> Values(const std::string& prefix, int first, int count) {
-  std::vector<std::string> values;
-  for (int i = first; i < first + count; ++i) {
-    values.push_back(R"({"id":")" + prefix + std::to_string(i) + R"(","amount":)" + std::to_string(i) + "}");
-  }
-  return values;
-}
-
-// Appends every batch row to `events`: no key, so a message processed twice
-// would be there twice.
-PipelineFiles AppendPipeline(const std::string& brokers) {
-  PipelineFiles files;
-  files.conf = BasicConf(brokers, "events", "id = TEXT\namount = REAL");
-  files.schema = "CREATE TABLE IF NOT EXISTS events(id TEXT, amount REAL, off INTEGER);\n";
-  files.steps["10_append.sql"] = "INSERT INTO events(id, amount, off) SELECT id, amount, _kafka_offset FROM batch;\n";
-  return files;
-}
-
-bool Contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
-
 std::string Lower(std::string text) {
   std::transform(text.begin(), text.end(), text.begin(), [](unsigned char c) { return std::tolower(c); });
   return text;
 }
-
-// The single value of `sql`, or nullopt while the database or table is not
-// there yet (unlike testing::QueryOne, which reports those as failures).
-std::optional<std::string> TryQueryOne(const std::string& path, const std::string& sql) {
-  if (access(path.c_str(), F_OK) != 0) return std::nullopt;
-  sqlite3* db = nullptr;
-  std::optional<std::string> value;
-  if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr) == SQLITE_OK) {
-    sqlite3_busy_timeout(db, 2000);
-    sqlite3_stmt* stmt = nullptr;
-    if (sqlite3_prepare_v2(db, sql.c_str(), -1, &stmt, nullptr) == SQLITE_OK && sqlite3_step(stmt) == SQLITE_ROW) {
-      const unsigned char* text = sqlite3_column_text(stmt, 0);
-      value = text ? reinterpret_cast<const char*>(text) : "NULL";
-    }
-    sqlite3_finalize(stmt);
-  }
-  sqlite3_close(db);
-  return value;
-}
-
-// Polls `done` every 50 ms until it is true or `timeout` passes.
-bool WaitFor(const std::function<bool()>& done, std::chrono::milliseconds timeout) {
-  auto deadline = Clock::now() + timeout;
-  while (Clock::now() < deadline) {
-    if (done()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  return done();
-}
-
-// `sluice ARGS...` in the background, stdout and stderr to `log`. The
-// destructor kills (SIGKILL) and reaps it if it is still running, so no test
-// path leaves a process behind.
-class Background {
- public:
-  Background(const std::vector<std::string>& args, const std::string& log) : log_(log) {
-    std::vector<std::string> argv_strings = {SLUICE_BINARY};
-    argv_strings.insert(argv_strings.end(), args.begin(), args.end());
-    std::vector<char*> argv;
-    for (auto& arg : argv_strings) argv.push_back(arg.data());
-    argv.push_back(nullptr);
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO);
-    posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
-    int rc = posix_spawn(&pid_, argv[0], &actions, nullptr, argv.data(), environ);
-    posix_spawn_file_actions_destroy(&actions);
-    if (rc != 0) pid_ = -1;
-  }
-  ~Background() {
-    if (pid_ > 0) {
-      kill(pid_, SIGKILL);
-      int status = 0;
-      waitpid(pid_, &status, 0);
-    }
-  }
-  Background(const Background&) = delete;
-  Background& operator=(const Background&) = delete;
-
-  pid_t pid() const { return pid_; }
-  bool running() {
-    if (pid_ <= 0) return false;
-    int status = 0;
-    pid_t done = waitpid(pid_, &status, WNOHANG);
-    if (done == pid_) {
-      pid_ = -1;
-      exit_code_ = WIFEXITED(status) ? WEXITSTATUS(status) : WIFSIGNALED(status) ? 128 + WTERMSIG(status) : -1;
-      return false;
-    }
-    return true;
-  }
-  // Sends `signal` and waits up to `timeout` for the exit; returns the exit
-  // code (128 + signal when killed by one), or nullopt on timeout.
-  std::optional<int> Stop(int signal, std::chrono::milliseconds timeout) {
-    if (pid_ > 0) kill(pid_, signal);
-    if (!WaitFor([&] { return !running(); }, timeout)) return std::nullopt;
-    return exit_code_;
-  }
-  // The end of what it printed (a runaway process can print a lot).
-  std::string output() const {
-    std::string all = testing::ReadFile(log_);
-    return all.size() > 3000 ? "...\n" + all.substr(all.size() - 3000) : all;
-  }
-
- private:
-  std::string log_;
-  pid_t pid_ = -1;
-  std::optional<int> exit_code_;
-};
 
 // ---------------------------------------------------------------------------
 // Crash recovery.
@@ -159,12 +46,10 @@ class Background {
 // Produces 5 messages, runs with SLUICE_CRASH_AT=`point` and 2 messages per
 // batch (killed during the first batch), then reruns without it.
 void CrashDuringFirstBatchThenRerun(const std::string& point, bool first_batch_committed) {
-  auto broker = testing::StartBroker("events", 1);
-  ASSERT_NE(broker, nullptr);
   TempDir dir;
   std::string db = dir / "pipeline.db";
-  WritePipeline(dir.path(), AppendPipeline(broker->bootstrap()));
-  ProduceValues(broker->bootstrap(), "events", Values("e", 0, 5));
+  auto broker = testing::StartAppendPipeline(dir.path(), 5);
+  ASSERT_NE(broker, nullptr);
 
   std::string output;
   int code = RunSluice({"run", dir.path(), "--brokers", broker->bootstrap(), "--max-messages", "2"}, &output,
@@ -210,13 +95,11 @@ TEST(Cli, SecondProcessIsRefusedWhileFirstHoldsTheLock) {
   TempDir dir;
   std::string db = dir / "pipeline.db";
   PipelineFiles files = AppendPipeline(broker->bootstrap());
-  size_t at = files.conf.find("group = test-group\n");
-  ASSERT_NE(at, std::string::npos);
-  files.conf.insert(at, "assignment = all\n");
+  ASSERT_TRUE(testing::ReplaceFirst(&files.conf, "group = test-group\n", "assignment = all\ngroup = test-group\n"));
   WritePipeline(dir.path(), files);
-  ProduceValues(broker->bootstrap(), "events", Values("e", 0, 2));
+  ProduceValues(broker->bootstrap(), "events", IdAmountValues("e", 0, 2));
 
-  Background first({"run", dir.path(), "--brokers", broker->bootstrap(), "--every", "1s"}, dir / "first.log");
+  BackgroundSluice first({"run", dir.path(), "--brokers", broker->bootstrap(), "--every", "1s"}, dir / "first.log");
   ASSERT_GT(first.pid(), 0);
   std::string holder = "sluice pid " + std::to_string(first.pid()) + " ";
   ASSERT_TRUE(
@@ -248,12 +131,10 @@ TEST(Cli, SecondProcessIsRefusedWhileFirstHoldsTheLock) {
 // Run modes.
 
 TEST(Cli, OnceRunsExactlyOneBatch) {
-  auto broker = testing::StartBroker("events", 1);
-  ASSERT_NE(broker, nullptr);
   TempDir dir;
   std::string db = dir / "pipeline.db";
-  WritePipeline(dir.path(), AppendPipeline(broker->bootstrap()));
-  ProduceValues(broker->bootstrap(), "events", Values("e", 0, 5));
+  auto broker = testing::StartAppendPipeline(dir.path(), 5);
+  ASSERT_NE(broker, nullptr);
 
   std::string output;
   int code = RunSluice({"run", dir.path(), "--brokers", broker->bootstrap(), "--once", "--max-messages", "2"}, &output);
@@ -265,12 +146,10 @@ TEST(Cli, OnceRunsExactlyOneBatch) {
 }
 
 TEST(Cli, UntilCaughtUpProcessesEverythingInCappedBatches) {
-  auto broker = testing::StartBroker("events", 1);
-  ASSERT_NE(broker, nullptr);
   TempDir dir;
   std::string db = dir / "pipeline.db";
-  WritePipeline(dir.path(), AppendPipeline(broker->bootstrap()));
-  ProduceValues(broker->bootstrap(), "events", Values("e", 0, 5));
+  auto broker = testing::StartAppendPipeline(dir.path(), 5);
+  ASSERT_NE(broker, nullptr);
 
   std::string output;
   int code = RunSluice(
@@ -289,20 +168,18 @@ TEST(Cli, EveryPicksUpNewMessagesAndExitsZeroOnSigterm) {
   PipelineFiles files = AppendPipeline(broker->bootstrap());
   // The default max_wait (2s) rather than BasicConf's 500ms: each pass then
   // ends when the partition reports its end, as it would in production.
-  size_t at = files.conf.find("max_wait = 500ms");
-  ASSERT_NE(at, std::string::npos);
-  files.conf.replace(at, std::string("max_wait = 500ms").size(), "max_wait = 2s");
+  ASSERT_TRUE(testing::ReplaceFirst(&files.conf, "max_wait = 500ms", "max_wait = 2s"));
   WritePipeline(dir.path(), files);
-  ProduceValues(broker->bootstrap(), "events", Values("a", 0, 2));
+  ProduceValues(broker->bootstrap(), "events", IdAmountValues("a", 0, 2));
 
-  Background run({"run", dir.path(), "--brokers", broker->bootstrap(), "--every", "300ms"}, dir / "run.log");
+  BackgroundSluice run({"run", dir.path(), "--brokers", broker->bootstrap(), "--every", "300ms"}, dir / "run.log");
   ASSERT_GT(run.pid(), 0);
   ASSERT_TRUE(WaitFor([&] { return TryQueryOne(db, "SELECT count(*) FROM events") == "2"; }, std::chrono::seconds(10)))
       << run.output();
   ASSERT_TRUE(run.running()) << run.output();
 
   // Produced while it runs: picked up by a later tick.
-  ProduceValues(broker->bootstrap(), "events", Values("b", 0, 3));
+  ProduceValues(broker->bootstrap(), "events", IdAmountValues("b", 0, 3));
   ASSERT_TRUE(WaitFor([&] { return TryQueryOne(db, "SELECT count(*) FROM events") == "5"; }, std::chrono::seconds(10)))
       << "events: " << TryQueryOne(db, "SELECT count(*) FROM events").value_or("?") << ", runs recorded: "
       << TryQueryOne(db, "SELECT count(*) || ' (' || sum(messages = 0) || ' empty)' FROM _sluice_runs").value_or("?")

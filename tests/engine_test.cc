@@ -2,13 +2,10 @@
 // failing and broken steps, offsets as the source of truth, upserts by event
 // time, several partitions, an unreachable broker.
 #include <gtest/gtest.h>
-#include <sqlite3.h>
 
 #include <atomic>
 #include <chrono>
 #include <cstdio>
-#include <functional>
-#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -19,38 +16,21 @@
 namespace sluice {
 namespace {
 
+using testing::AppendPipeline;
 using testing::BasicConf;
+using testing::IdAmountValues;
 using testing::PipelineFiles;
 using testing::ProduceValues;
 using testing::Query;
 using testing::QueryOne;
 using testing::RunPipeline;
 using testing::TempDir;
+using testing::TryQueryOne;
+using testing::WaitFor;
 using testing::WriteFile;
 using testing::WritePipeline;
 
 using Rows = std::vector<std::string>;
-
-// JSON values {"id":"<prefix><i>","amount":<i>} for i in [first, first + count).
-std::vector<std::string> Values(const std::string& prefix, int first, int count) {
-  std::vector<std::string> values;
-  for (int i = first; i < first + count; ++i) {
-    values.push_back(R"({"id":")" + prefix + std::to_string(i) + R"(","amount":)" + std::to_string(i) + "}");
-  }
-  return values;
-}
-
-// A pipeline that appends every batch row to `events` (no key, so a message
-// processed twice would show up twice).
-PipelineFiles AppendPipeline(const std::string& brokers, const std::string& topic = "events",
-                             const std::string& extra = "") {
-  PipelineFiles files;
-  files.conf = BasicConf(brokers, topic, "id = TEXT\namount = REAL", extra);
-  files.schema = "CREATE TABLE IF NOT EXISTS events(id TEXT, amount REAL, part INTEGER, off INTEGER);\n";
-  files.steps["10_append.sql"] =
-      "INSERT INTO events(id, amount, part, off) SELECT id, amount, _kafka_partition, _kafka_offset FROM batch;\n";
-  return files;
-}
 
 TEST(Engine, StepsRunInLexicalFileOrder) {
   auto broker = testing::StartBroker("events", 1);
@@ -66,7 +46,7 @@ TEST(Engine, StepsRunInLexicalFileOrder) {
       "HAVING count(*) > 0;\n";
   files.steps["10_a.sql"] = "INSERT INTO log(step, n) SELECT 'a', count(*) FROM batch HAVING count(*) > 0;\n";
   WritePipeline(dir.path(), files);
-  ProduceValues(broker->bootstrap(), "events", Values("e", 0, 3));
+  ProduceValues(broker->bootstrap(), "events", IdAmountValues("e", 0, 3));
 
   Status st = RunPipeline(dir.path());
   ASSERT_TRUE(st.ok()) << st.message();
@@ -84,7 +64,7 @@ TEST(Engine, FailingStepRollsBackRecordsFailureAndRetriesSameMessages) {
   WritePipeline(dir.path(), files);
 
   // A first, successful batch.
-  ProduceValues(broker->bootstrap(), "events", Values("a", 0, 2));
+  ProduceValues(broker->bootstrap(), "events", IdAmountValues("a", 0, 2));
   Status st = RunPipeline(dir.path());
   ASSERT_TRUE(st.ok()) << st.message();
   ASSERT_EQ(QueryOne(db, "SELECT count(*) FROM events"), "2");
@@ -95,7 +75,7 @@ TEST(Engine, FailingStepRollsBackRecordsFailureAndRetriesSameMessages) {
             "-- copies one id into strict\n"
             "-- (broken: inserts NULL into a NOT NULL column)\n"
             "INSERT INTO strict(x) SELECT NULL FROM batch LIMIT 1;\n");
-  ProduceValues(broker->bootstrap(), "events", Values("b", 0, 3));
+  ProduceValues(broker->bootstrap(), "events", IdAmountValues("b", 0, 3));
   st = RunPipeline(dir.path());
   ASSERT_FALSE(st.ok());
   EXPECT_NE(st.message().find("steps/20_bad.sql:3"), std::string::npos) << st.message();
@@ -136,7 +116,7 @@ void ExpectBrokenStepFailsBeforeConsuming(const std::string& file, const std::st
   PipelineFiles files = AppendPipeline(broker->bootstrap());
   files.steps[file] = sql;
   WritePipeline(dir.path(), files);
-  ProduceValues(broker->bootstrap(), "events", Values("e", 0, 3));
+  ProduceValues(broker->bootstrap(), "events", IdAmountValues("e", 0, 3));
 
   Status st = RunPipeline(dir.path());
   ASSERT_FALSE(st.ok());
@@ -171,7 +151,7 @@ TEST(Engine, SecondRunReadsNothingTwice) {
   TempDir dir;
   std::string db = dir / "pipeline.db";
   WritePipeline(dir.path(), AppendPipeline(broker->bootstrap()));
-  ProduceValues(broker->bootstrap(), "events", Values("a", 0, 4));
+  ProduceValues(broker->bootstrap(), "events", IdAmountValues("a", 0, 4));
 
   Status st = RunPipeline(dir.path());
   ASSERT_TRUE(st.ok()) << st.message();
@@ -189,7 +169,7 @@ TEST(Engine, SecondRunReadsNothingTwice) {
   EXPECT_EQ(QueryOne(db, "SELECT count(*) FROM _sluice_runs"), "2");
 
   // Three more: only those are read.
-  ProduceValues(broker->bootstrap(), "events", Values("b", 0, 3));
+  ProduceValues(broker->bootstrap(), "events", IdAmountValues("b", 0, 3));
   st = RunPipeline(dir.path());
   ASSERT_TRUE(st.ok()) << st.message();
   EXPECT_EQ(QueryOne(db, "SELECT count(*) || ' ' || count(DISTINCT off) FROM events"), "7 7");
@@ -209,7 +189,7 @@ TEST(Engine, NewConsumerGroupResumesFromStoredOffsets) {
   std::string db = dir / "pipeline.db";
   PipelineFiles files = AppendPipeline(broker->bootstrap());
   WritePipeline(dir.path(), files);
-  ProduceValues(broker->bootstrap(), "events", Values("a", 0, 3));
+  ProduceValues(broker->bootstrap(), "events", IdAmountValues("a", 0, 3));
   Status st = RunPipeline(dir.path());
   ASSERT_TRUE(st.ok()) << st.message();
   ASSERT_EQ(QueryOne(db, "SELECT count(*) FROM events"), "3");
@@ -217,11 +197,9 @@ TEST(Engine, NewConsumerGroupResumesFromStoredOffsets) {
   // A group that has never committed anything, with start = earliest: only
   // _sluice_offsets can keep it from starting over.
   std::string conf = files.conf;
-  size_t at = conf.find("group = test-group");
-  ASSERT_NE(at, std::string::npos);
-  conf.replace(at, std::string("group = test-group").size(), "group = a-brand-new-group");
+  ASSERT_TRUE(testing::ReplaceFirst(&conf, "group = test-group", "group = a-brand-new-group"));
   WriteFile(dir / "pipeline.conf", conf);
-  ProduceValues(broker->bootstrap(), "events", Values("b", 0, 2));
+  ProduceValues(broker->bootstrap(), "events", IdAmountValues("b", 0, 2));
   st = RunPipeline(dir.path());
   ASSERT_TRUE(st.ok()) << st.message();
   EXPECT_EQ(Query(db, "SELECT id FROM events ORDER BY off"), (Rows{"a0", "a1", "a2", "b0", "b1"}));
@@ -289,8 +267,8 @@ TEST(Engine, MessagesOnFourPartitionsAllArriveWithOneOffsetRowEach) {
   WritePipeline(dir.path(), AppendPipeline(broker->bootstrap()));
   // Partition p gets p + 1 messages: 10 in all.
   for (int32_t partition = 0; partition < 4; ++partition) {
-    ProduceValues(broker->bootstrap(), "events", Values("p" + std::to_string(partition) + "-", 0, partition + 1),
-                  partition);
+    ProduceValues(broker->bootstrap(), "events",
+                  IdAmountValues("p" + std::to_string(partition) + "-", 0, partition + 1), partition);
   }
   Status st = RunPipeline(dir.path());
   ASSERT_TRUE(st.ok()) << st.message();
@@ -303,33 +281,6 @@ TEST(Engine, MessagesOnFourPartitionsAllArriveWithOneOffsetRowEach) {
   EXPECT_EQ(QueryOne(db, "SELECT sum(messages) FROM _sluice_runs WHERE status = 'ok'"), "10");
 }
 
-// The single value of `sql` on a database another thread is writing, or
-// nullopt when it cannot be read right now.
-std::optional<std::string> TryQueryOne(const std::string& path, const std::string& sql) {
-  sqlite3* db = nullptr;
-  std::optional<std::string> value;
-  if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr) == SQLITE_OK) {
-    sqlite3_busy_timeout(db, 2000);
-    sqlite3_stmt* stmt = nullptr;
-    if (sqlite3_prepare_v2(db, sql.c_str(), -1, &stmt, nullptr) == SQLITE_OK && sqlite3_step(stmt) == SQLITE_ROW) {
-      const unsigned char* text = sqlite3_column_text(stmt, 0);
-      value = text ? reinterpret_cast<const char*>(text) : "NULL";
-    }
-    sqlite3_finalize(stmt);
-  }
-  sqlite3_close(db);
-  return value;
-}
-
-bool WaitFor(const std::function<bool()>& done, std::chrono::milliseconds timeout) {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (done()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  return done();
-}
-
 TEST(Engine, EveryModePicksUpMessagesProducedAfterCatchingUp) {
   auto broker = testing::StartBroker("events", 1);
   ASSERT_NE(broker, nullptr);
@@ -338,11 +289,9 @@ TEST(Engine, EveryModePicksUpMessagesProducedAfterCatchingUp) {
   PipelineFiles files = AppendPipeline(broker->bootstrap());
   // The default max_wait (2s): each pass ends when the partition reports its
   // end, so the source has seen end-of-partition before the next messages.
-  size_t at = files.conf.find("max_wait = 500ms");
-  ASSERT_NE(at, std::string::npos);
-  files.conf.replace(at, std::string("max_wait = 500ms").size(), "max_wait = 2s");
+  ASSERT_TRUE(testing::ReplaceFirst(&files.conf, "max_wait = 500ms", "max_wait = 2s"));
   WritePipeline(dir.path(), files);
-  ProduceValues(broker->bootstrap(), "events", Values("a", 0, 2));
+  ProduceValues(broker->bootstrap(), "events", IdAmountValues("a", 0, 2));
 
   Result<Pipeline> pipeline = LoadPipeline(dir.path());
   ASSERT_TRUE(pipeline.ok()) << pipeline.status().message();
@@ -364,7 +313,7 @@ TEST(Engine, EveryModePicksUpMessagesProducedAfterCatchingUp) {
   } stop_and_join{stop, runner};
 
   ASSERT_TRUE(WaitFor([&] { return TryQueryOne(db, "SELECT count(*) FROM events") == "2"; }, std::chrono::seconds(8)));
-  ProduceValues(broker->bootstrap(), "events", Values("b", 0, 3));
+  ProduceValues(broker->bootstrap(), "events", IdAmountValues("b", 0, 3));
   bool all = WaitFor([&] { return TryQueryOne(db, "SELECT count(*) FROM events") == "5"; }, std::chrono::seconds(8));
   stop.store(true);
   runner.join();

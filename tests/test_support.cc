@@ -1,7 +1,9 @@
 // Test helpers implementation.
 #include "test_support.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sqlite3.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -10,8 +12,11 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <thread>
 
 #include "connectors/kafka_source.h"
+
+extern char** environ;
 
 namespace sluice::testing {
 namespace fs = std::filesystem;
@@ -44,6 +49,30 @@ std::string BasicConf(const std::string& brokers, const std::string& topic, cons
   return "[source]\nbrokers = " + brokers + "\ntopic = " + topic +
          "\ngroup = test-group\nstart = earliest\n[batch]\nmax_wait = 500ms\n[columns]\n" + columns +
          "\n[target]\ndatabase = pipeline.db\n" + extra;
+}
+
+PipelineFiles AppendPipeline(const std::string& brokers) {
+  PipelineFiles files;
+  files.conf = BasicConf(brokers, "events", "id = TEXT\namount = REAL");
+  files.schema = "CREATE TABLE IF NOT EXISTS events(id TEXT, amount REAL, part INTEGER, off INTEGER);\n";
+  files.steps["10_append.sql"] =
+      "INSERT INTO events(id, amount, part, off) SELECT id, amount, _kafka_partition, _kafka_offset FROM batch;\n";
+  return files;
+}
+
+std::vector<std::string> IdAmountValues(const std::string& prefix, int first, int count) {
+  std::vector<std::string> values;
+  for (int i = first; i < first + count; ++i) {
+    values.push_back(R"({"id":")" + prefix + std::to_string(i) + R"(","amount":)" + std::to_string(i) + "}");
+  }
+  return values;
+}
+
+bool ReplaceFirst(std::string* text, const std::string& from, const std::string& to) {
+  size_t at = text->find(from);
+  if (at == std::string::npos) return false;
+  text->replace(at, from.size(), to);
+  return true;
 }
 
 void WriteFile(const std::string& path, const std::string& content) {
@@ -94,6 +123,14 @@ void ProduceValues(const std::string& brokers, const std::string& topic, const s
   ASSERT_TRUE(st.ok()) << st.message();
 }
 
+std::unique_ptr<EmbeddedBroker> StartAppendPipeline(const std::string& dir, int messages) {
+  auto broker = StartBroker("events", 1);
+  if (broker == nullptr) return nullptr;
+  WritePipeline(dir, AppendPipeline(broker->bootstrap()));
+  ProduceValues(broker->bootstrap(), "events", IdAmountValues("e", 0, messages));
+  return broker;
+}
+
 std::vector<std::string> Query(const std::string& path, const std::string& sql) {
   std::vector<std::string> rows;
   sqlite3* db = nullptr;
@@ -127,16 +164,41 @@ std::string QueryOne(const std::string& path, const std::string& sql) {
   return rows.empty() ? "<no row>" : rows[0];
 }
 
-int RunSluice(const std::vector<std::string>& args, std::string* output, const std::vector<std::string>& env) {
-  std::string command;
-  for (const auto& entry : env) command += entry + " ";
-  command += SLUICE_BINARY;
-  for (const auto& arg : args) {
-    std::string quoted = "'";
-    for (char c : arg) quoted += c == '\'' ? std::string("'\\''") : std::string(1, c);
-    command += " " + quoted + "'";
+std::optional<std::string> TryQueryOne(const std::string& path, const std::string& sql) {
+  if (access(path.c_str(), F_OK) != 0) return std::nullopt;
+  sqlite3* db = nullptr;
+  std::optional<std::string> value;
+  if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr) == SQLITE_OK) {
+    sqlite3_busy_timeout(db, 2000);
+    sqlite3_stmt* stmt = nullptr;
+    if (sqlite3_prepare_v2(db, sql.c_str(), -1, &stmt, nullptr) == SQLITE_OK && sqlite3_step(stmt) == SQLITE_ROW) {
+      const unsigned char* text = sqlite3_column_text(stmt, 0);
+      value = text ? reinterpret_cast<const char*>(text) : "NULL";
+    }
+    sqlite3_finalize(stmt);
   }
-  command += " 2>&1";
+  sqlite3_close(db);
+  return value;
+}
+
+bool Contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+
+bool WaitFor(const std::function<bool()>& done, std::chrono::milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (done()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return done();
+}
+
+std::string ShellQuote(const std::string& arg) {
+  std::string quoted = "'";
+  for (char c : arg) quoted += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return quoted + "'";
+}
+
+int RunShell(const std::string& command, std::string* output) {
   FILE* pipe = popen(command.c_str(), "r");
   if (pipe == nullptr) return -1;
   std::string out;
@@ -148,6 +210,66 @@ int RunSluice(const std::vector<std::string>& args, std::string* output, const s
   if (WIFEXITED(status)) return WEXITSTATUS(status);
   if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
   return -1;
+}
+
+int RunSluice(const std::vector<std::string>& args, std::string* output, const std::vector<std::string>& env) {
+  std::string command;
+  for (const auto& entry : env) command += entry + " ";
+  command += SLUICE_BINARY;
+  for (const auto& arg : args) command += " " + ShellQuote(arg);
+  command += " 2>&1";
+  return RunShell(command, output);
+}
+
+pid_t SpawnSluice(const std::vector<std::string>& args, const posix_spawn_file_actions_t* actions) {
+  std::vector<std::string> argv_strings = {SLUICE_BINARY};
+  argv_strings.insert(argv_strings.end(), args.begin(), args.end());
+  std::vector<char*> argv;
+  for (auto& arg : argv_strings) argv.push_back(arg.data());
+  argv.push_back(nullptr);
+  pid_t pid = -1;
+  if (posix_spawn(&pid, argv[0], actions, nullptr, argv.data(), environ) != 0) return -1;
+  return pid;
+}
+
+BackgroundSluice::BackgroundSluice(const std::vector<std::string>& args, const std::string& log) : log_(log) {
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO);
+  posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
+  pid_ = SpawnSluice(args, &actions);
+  posix_spawn_file_actions_destroy(&actions);
+}
+
+BackgroundSluice::~BackgroundSluice() {
+  if (pid_ > 0) {
+    kill(pid_, SIGKILL);
+    int status = 0;
+    waitpid(pid_, &status, 0);
+  }
+}
+
+bool BackgroundSluice::running() {
+  if (pid_ <= 0) return false;
+  int status = 0;
+  if (waitpid(pid_, &status, WNOHANG) == pid_) {
+    pid_ = -1;
+    exit_code_ = WIFEXITED(status) ? WEXITSTATUS(status) : WIFSIGNALED(status) ? 128 + WTERMSIG(status) : -1;
+    return false;
+  }
+  return true;
+}
+
+std::optional<int> BackgroundSluice::Stop(int signal, std::chrono::milliseconds timeout) {
+  if (pid_ > 0) kill(pid_, signal);
+  if (!WaitFor([&] { return !running(); }, timeout)) return std::nullopt;
+  return exit_code_;
+}
+
+std::string BackgroundSluice::output() const {
+  std::string all = ReadFile(log_);
+  return all.size() > 3000 ? "...\n" + all.substr(all.size() - 3000) : all;
 }
 
 }  // namespace sluice::testing

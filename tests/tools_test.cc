@@ -7,17 +7,13 @@
 #include <rapidjson/document.h>
 #include <signal.h>
 #include <spawn.h>
-#include <sqlite3.h>
-#include <sys/stat.h>
+#include <stdlib.h>
 #include <sys/wait.h>
 #include <termios.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <cctype>
-#include <cerrno>
 #include <chrono>
-#include <functional>
 #include <optional>
 #include <sstream>
 #include <string>
@@ -26,58 +22,39 @@
 
 #include "test_support.h"
 
-extern char** environ;
-
 namespace sluice {
 namespace {
 
+using testing::AppendPipeline;
+using testing::BackgroundSluice;
 using testing::BasicConf;
+using testing::Contains;
+using testing::IdAmountValues;
 using testing::PipelineFiles;
 using testing::ProduceValues;
 using testing::Query;
 using testing::QueryOne;
 using testing::ReadFile;
+using testing::RunShell;
 using testing::RunSluice;
+using testing::ShellQuote;
 using testing::TempDir;
+using testing::TryQueryOne;
+using testing::WaitFor;
 using testing::WriteFile;
 using testing::WritePipeline;
 
 using Rows = std::vector<std::string>;
 using Clock = std::chrono::steady_clock;
 
-bool Contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
-
 bool Exists(const std::string& path) { return access(path.c_str(), F_OK) == 0; }
 
-// Single-quotes `arg` for /bin/sh.
-std::string Quote(const std::string& arg) {
-  std::string quoted = "'";
-  for (char c : arg) quoted += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return quoted + "'";
-}
-
-// Runs `command` with /bin/sh (popen), returns its exit code; stdout (and
-// whatever the command sends there) goes to *output.
-int RunShell(const std::string& command, std::string* output) {
-  FILE* pipe = popen(command.c_str(), "r");
-  if (pipe == nullptr) return -1;
-  std::string out;
-  char buffer[4096];
-  size_t n;
-  while ((n = fread(buffer, 1, sizeof(buffer), pipe)) > 0) out.append(buffer, n);
-  int status = pclose(pipe);
-  if (output) *output = out;
-  if (WIFEXITED(status)) return WEXITSTATUS(status);
-  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
-  return -1;
-}
-
-// `sluice ARGS...` with standard input from the shell snippet `stdin_from`
-// ("< /dev/null" or "cat FILE |" style, see callers); stdout+stderr returned.
+// `BEFORE sluice ARGS... AFTER` run by /bin/sh, where the shell snippets
+// redirect standard input ("cat FILE |" before, "< /dev/null" after); stdout+stderr returned.
 int RunSluiceStdinRedirect(const std::vector<std::string>& args, const std::string& before,
                            const std::string& after, std::string* output) {
-  std::string command = before + " " + Quote(SLUICE_BINARY);
-  for (const auto& arg : args) command += " " + Quote(arg);
+  std::string command = before + " " + ShellQuote(SLUICE_BINARY);
+  for (const auto& arg : args) command += " " + ShellQuote(arg);
   command += " " + after + " 2>&1";
   return RunShell(command, output);
 }
@@ -90,94 +67,8 @@ int RunSluiceNoStdin(const std::vector<std::string>& args, std::string* output) 
 
 // `cat FILE | sluice ARGS...`
 int RunSluicePipedFrom(const std::string& file, const std::vector<std::string>& args, std::string* output) {
-  return RunSluiceStdinRedirect(args, "cat " + Quote(file) + " |", "", output);
+  return RunSluiceStdinRedirect(args, "cat " + ShellQuote(file) + " |", "", output);
 }
-
-// The single value of `sql`, or nullopt while the database or table is not
-// there yet.
-std::optional<std::string> TryQueryOne(const std::string& path, const std::string& sql) {
-  if (access(path.c_str(), F_OK) != 0) return std::nullopt;
-  sqlite3* db = nullptr;
-  std::optional<std::string> value;
-  if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr) == SQLITE_OK) {
-    sqlite3_busy_timeout(db, 2000);
-    sqlite3_stmt* stmt = nullptr;
-    if (sqlite3_prepare_v2(db, sql.c_str(), -1, &stmt, nullptr) == SQLITE_OK && sqlite3_step(stmt) == SQLITE_ROW) {
-      const unsigned char* text = sqlite3_column_text(stmt, 0);
-      value = text ? reinterpret_cast<const char*>(text) : "NULL";
-    }
-    sqlite3_finalize(stmt);
-  }
-  sqlite3_close(db);
-  return value;
-}
-
-// Polls `done` every 50 ms until it is true or `timeout` passes.
-bool WaitFor(const std::function<bool()>& done, std::chrono::milliseconds timeout) {
-  auto deadline = Clock::now() + timeout;
-  while (Clock::now() < deadline) {
-    if (done()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  return done();
-}
-
-// `sluice ARGS...` in the background, stdout and stderr to `log`, stdin from
-// /dev/null. The destructor kills (SIGKILL) and reaps it if it still runs, so
-// no test path leaves a process behind.
-class Background {
- public:
-  Background(const std::vector<std::string>& args, const std::string& log) : log_(log) {
-    std::vector<std::string> argv_strings = {SLUICE_BINARY};
-    argv_strings.insert(argv_strings.end(), args.begin(), args.end());
-    std::vector<char*> argv;
-    for (auto& arg : argv_strings) argv.push_back(arg.data());
-    argv.push_back(nullptr);
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO);
-    posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
-    int rc = posix_spawn(&pid_, argv[0], &actions, nullptr, argv.data(), environ);
-    posix_spawn_file_actions_destroy(&actions);
-    if (rc != 0) pid_ = -1;
-  }
-  ~Background() {
-    if (pid_ > 0) {
-      kill(pid_, SIGKILL);
-      int status = 0;
-      waitpid(pid_, &status, 0);
-    }
-  }
-  Background(const Background&) = delete;
-  Background& operator=(const Background&) = delete;
-
-  pid_t pid() const { return pid_; }
-  bool running() {
-    if (pid_ <= 0) return false;
-    int status = 0;
-    if (waitpid(pid_, &status, WNOHANG) == pid_) {
-      pid_ = -1;
-      exit_code_ = WIFEXITED(status) ? WEXITSTATUS(status) : WIFSIGNALED(status) ? 128 + WTERMSIG(status) : -1;
-      return false;
-    }
-    return true;
-  }
-  std::optional<int> Stop(int signal, std::chrono::milliseconds timeout) {
-    if (pid_ > 0) kill(pid_, signal);
-    if (!WaitFor([&] { return !running(); }, timeout)) return std::nullopt;
-    return exit_code_;
-  }
-  std::string output() const {
-    std::string all = ReadFile(log_);
-    return all.size() > 3000 ? "...\n" + all.substr(all.size() - 3000) : all;
-  }
-
- private:
-  std::string log_;
-  pid_t pid_ = -1;
-  std::optional<int> exit_code_;
-};
 
 // Runs `sluice ARGS...` with stderr on a pseudo-terminal (stdout and stdin on
 // /dev/null) and returns what it wrote there; *code gets the exit code.
@@ -198,21 +89,15 @@ std::string RunWithStderrOnTerminal(const std::vector<std::string>& args, int* c
     tcsetattr(master, TCSANOW, &settings);
   }
   std::string slave_name = ptsname(master);
-  std::vector<std::string> argv_strings = {SLUICE_BINARY};
-  argv_strings.insert(argv_strings.end(), args.begin(), args.end());
-  std::vector<char*> argv;
-  for (auto& arg : argv_strings) argv.push_back(arg.data());
-  argv.push_back(nullptr);
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
   posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
   posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, "/dev/null", O_WRONLY, 0);
   posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, slave_name.c_str(), O_RDWR | O_NOCTTY, 0);
   posix_spawn_file_actions_addclose(&actions, master);
-  pid_t pid = -1;
-  int rc = posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ);
+  pid_t pid = testing::SpawnSluice(args, &actions);
   posix_spawn_file_actions_destroy(&actions);
-  if (rc != 0) {
+  if (pid < 0) {
     close(master);
     ADD_FAILURE() << "cannot spawn " << SLUICE_BINARY;
     return "";
@@ -247,25 +132,6 @@ std::string RunWithStderrOnTerminal(const std::vector<std::string>& args, int* c
   close(master);
   *code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   return out;
-}
-
-// Appends every batch row to `events` (no key: a message processed twice is
-// there twice), with its partition and offset.
-PipelineFiles AppendPipeline(const std::string& brokers, const std::string& extra = "") {
-  PipelineFiles files;
-  files.conf = BasicConf(brokers, "events", "id = TEXT\namount = REAL", extra);
-  files.schema = "CREATE TABLE IF NOT EXISTS events(id TEXT, amount REAL, part INTEGER, off INTEGER);\n";
-  files.steps["10_append.sql"] =
-      "INSERT INTO events(id, amount, part, off) SELECT id, amount, _kafka_partition, _kafka_offset FROM batch;\n";
-  return files;
-}
-
-std::vector<std::string> Values(const std::string& prefix, int first, int count) {
-  std::vector<std::string> values;
-  for (int i = first; i < first + count; ++i) {
-    values.push_back(R"({"id":")" + prefix + std::to_string(i) + R"(","amount":)" + std::to_string(i) + "}");
-  }
-  return values;
 }
 
 // The whitespace-separated fields of the first line of `text` that starts with `prefix`.
@@ -331,28 +197,32 @@ PipelineFiles OfflinePipeline() {
   return files;
 }
 
-TEST(Validate, SyntaxErrorNamesStepFileAndLine) {
+// Writes `files` into a fresh temporary directory and runs `sluice validate` on
+// it; returns the exit code and stores stdout+stderr in *output.
+int RunValidate(const PipelineFiles& files, std::string* output) {
   TempDir dir;
+  WritePipeline(dir.path(), files);
+  return RunSluice({"validate", dir.path()}, output);
+}
+
+TEST(Validate, SyntaxErrorNamesStepFileAndLine) {
   PipelineFiles files = OfflinePipeline();
   files.steps["20_broken.sql"] = "-- keep only big ones\nINSERT INTO curated(id, amount)\nSELEC id, amount FROM batch;\n";
-  WritePipeline(dir.path(), files);
   std::string output;
-  int code = RunSluice({"validate", dir.path()}, &output);
+  int code = RunValidate(files, &output);
   EXPECT_EQ(code, 1) << output;
   EXPECT_TRUE(Contains(output, "steps/20_broken.sql:3")) << output;
   EXPECT_FALSE(Contains(output, ": ok")) << output;
 }
 
 TEST(Validate, ListsEveryConfigProblemBeforeAnySqlCheck) {
-  TempDir dir;
   PipelineFiles files = OfflinePipeline();
   files.conf =
       "[source]\nbrokers = 127.0.0.1:1\ntopic = events\nstart = beginning\nbatch_size = 10\n"
       "[batch]\nmax_wait = soon\n[columns]\nid = TEXT\n[target]\ndatabase = pipeline.db\n";
   files.steps["20_broken.sql"] = "SELEC 1;\n";
-  WritePipeline(dir.path(), files);
   std::string output;
-  int code = RunSluice({"validate", dir.path()}, &output);
+  int code = RunValidate(files, &output);
   EXPECT_EQ(code, 1) << output;
   EXPECT_TRUE(Contains(output, "pipeline.conf:4: [source] start:")) << output;
   EXPECT_TRUE(Contains(output, "pipeline.conf:5: [source] batch_size: unknown key")) << output;
@@ -363,13 +233,11 @@ TEST(Validate, ListsEveryConfigProblemBeforeAnySqlCheck) {
 }
 
 TEST(Validate, RaggedSeedRowsAreReportedWithFileAndLine) {
-  TempDir dir;
   PipelineFiles files = OfflinePipeline();
   files.seeds["regions.csv"] = "code,name\nn,North\ns\nw,West\n";
   files.seeds["cities.csv"] = "city,region,pop\nOslo,n,700\nBergen,w,280,extra\n";
-  WritePipeline(dir.path(), files);
   std::string output;
-  int code = RunSluice({"validate", dir.path()}, &output);
+  int code = RunValidate(files, &output);
   EXPECT_EQ(code, 1) << output;
   EXPECT_TRUE(Contains(output, "seeds/regions.csv:3")) << output;
   EXPECT_TRUE(Contains(output, "seeds/cities.csv:3")) << output;
@@ -693,11 +561,9 @@ TEST(FromFile, DashReadsStandardInput) {
 // sluice status
 
 TEST(Status, ShowsStoredCommittedEndAndLagPerPartition) {
-  auto broker = testing::StartBroker("events", 1);
-  ASSERT_NE(broker, nullptr);
   TempDir dir;
-  WritePipeline(dir.path(), AppendPipeline(broker->bootstrap()));
-  ProduceValues(broker->bootstrap(), "events", Values("e", 0, 5));
+  auto broker = testing::StartAppendPipeline(dir.path(), 5);
+  ASSERT_NE(broker, nullptr);
   std::string output;
   ASSERT_EQ(RunSluice({"run", dir.path(), "--brokers", broker->bootstrap(), "--once", "--max-messages", "3"}, &output),
             0)
@@ -778,7 +644,8 @@ void ProcessedPipeline(ResetFixture* f, int count, int partitions = 1) {
   f->db = f->dir / "pipeline.db";
   WritePipeline(f->dir.path(), AppendPipeline(f->broker->bootstrap()));
   for (int partition = 0; partition < partitions; ++partition) {
-    ProduceValues(f->broker->bootstrap(), "events", Values("p" + std::to_string(partition) + "_", 0, count), partition);
+    ProduceValues(f->broker->bootstrap(), "events", IdAmountValues("p" + std::to_string(partition) + "_", 0, count),
+                  partition);
   }
   std::string output;
   ASSERT_EQ(RunSluice({"run", f->dir.path(), "--brokers", f->broker->bootstrap()}, &output), 0) << output;
@@ -828,11 +695,9 @@ TEST(Reset, DryRunChangesNothing) {
 }
 
 TEST(Reset, DryRunOnPipelineThatNeverRanCreatesNoDatabase) {
-  auto broker = testing::StartBroker("events", 1);
-  ASSERT_NE(broker, nullptr);
   TempDir dir;
-  WritePipeline(dir.path(), AppendPipeline(broker->bootstrap()));
-  ProduceValues(broker->bootstrap(), "events", Values("e", 0, 2));
+  auto broker = testing::StartAppendPipeline(dir.path(), 2);
+  ASSERT_NE(broker, nullptr);
   std::string output;
   int code = RunSluice({"reset", dir.path(), "--brokers", broker->bootstrap(), "--to", "earliest", "--dry-run"},
                        &output);
@@ -935,14 +800,12 @@ TEST(Reset, ToTimeRejectsBadTimesAndRefusesWhenTheBrokerFindsNothingAfterIt) {
 }
 
 TEST(Reset, RefusedWhileRunHoldsThePipeline) {
-  auto broker = testing::StartBroker("events", 1);
-  ASSERT_NE(broker, nullptr);
   TempDir dir;
   std::string db = dir / "pipeline.db";
-  WritePipeline(dir.path(), AppendPipeline(broker->bootstrap()));
-  ProduceValues(broker->bootstrap(), "events", Values("e", 0, 3));
+  auto broker = testing::StartAppendPipeline(dir.path(), 3);
+  ASSERT_NE(broker, nullptr);
 
-  Background run({"run", dir.path(), "--brokers", broker->bootstrap(), "--every", "1s"}, dir / "run.log");
+  BackgroundSluice run({"run", dir.path(), "--brokers", broker->bootstrap(), "--every", "1s"}, dir / "run.log");
   ASSERT_GT(run.pid(), 0);
   ASSERT_TRUE(WaitFor([&] { return TryQueryOne(db, "SELECT count(*) FROM events") == "3"; }, std::chrono::seconds(10)))
       << run.output();
@@ -1098,11 +961,9 @@ TEST(Compact, PrunesExpiredStagingRowsAndKeepsTheDatabaseIntact) {
 // The progress bar of run --until-caught-up
 
 TEST(Progress, NoProgressBarWhenStderrIsNotATerminal) {
-  auto broker = testing::StartBroker("events", 1);
-  ASSERT_NE(broker, nullptr);
   TempDir dir;
-  WritePipeline(dir.path(), AppendPipeline(broker->bootstrap()));
-  ProduceValues(broker->bootstrap(), "events", Values("e", 0, 5));
+  auto broker = testing::StartAppendPipeline(dir.path(), 5);
+  ASSERT_NE(broker, nullptr);
   std::string output;
   int code = RunSluice(
       {"run", dir.path(), "--brokers", broker->bootstrap(), "--until-caught-up", "--max-messages", "2"}, &output);
@@ -1114,11 +975,9 @@ TEST(Progress, NoProgressBarWhenStderrIsNotATerminal) {
 
 // The control for the test above: on a terminal the bar is drawn.
 TEST(Progress, ProgressBarWhenStderrIsATerminal) {
-  auto broker = testing::StartBroker("events", 1);
-  ASSERT_NE(broker, nullptr);
   TempDir dir;
-  WritePipeline(dir.path(), AppendPipeline(broker->bootstrap()));
-  ProduceValues(broker->bootstrap(), "events", Values("e", 0, 5));
+  auto broker = testing::StartAppendPipeline(dir.path(), 5);
+  ASSERT_NE(broker, nullptr);
   int code = -1;
   std::string output = RunWithStderrOnTerminal(
       {"run", dir.path(), "--brokers", broker->bootstrap(), "--until-caught-up", "--max-messages", "2"}, &code,
