@@ -1,0 +1,103 @@
+// Security: secrets from the environment never reach logs, help, errors or
+// tables; the database file is private; step SQL cannot attach other files
+// or load extensions.
+#include <gtest/gtest.h>
+#include <sqlite3.h>
+#include <sys/stat.h>
+
+#include <cstdlib>
+
+#include "connectors/kafka_source.h"
+#include "test_support.h"
+
+namespace sluice {
+namespace {
+
+using testing::Contains;
+using testing::RunSluice;
+using testing::TempDir;
+
+constexpr const char* kSecret = "hunter2-s3cret-7Qz";
+
+// Every cell of every table in the database at `path`, as text.
+std::string DumpAllTables(const std::string& path) {
+  std::string dump;
+  for (const auto& table : testing::Query(path, "select name from sqlite_schema where type = 'table'")) {
+    for (const auto& row : testing::Query(path, "select * from \"" + table + "\"")) dump += row + "\n";
+  }
+  return dump;
+}
+
+TEST(Secrets, NeverReachLogsHelpErrorsOrTables) {
+  ASSERT_EQ(setenv("SLUICE_TEST_SECRET", kSecret, 1), 0);
+  TempDir dir;
+  auto broker = testing::StartAppendPipeline(dir.path(), 3);
+  ASSERT_NE(broker, nullptr);
+  std::string conf = testing::ReadFile(dir / "pipeline.conf");
+  conf += "\n[kafka]\nsasl.password = ${SLUICE_TEST_SECRET}\nssl.key.password = ${SLUICE_TEST_SECRET}\n";
+  testing::WriteFile(dir / "pipeline.conf", conf);
+  // A failing step, so that an error is logged and recorded too.
+  testing::WriteFile(dir / "steps/90_fail.sql", "drop table if exists temp.t_nn;\n"
+                                                 "create temp table t_nn (x not null);\n"
+                                                 "insert into t_nn select null from batch;\n");
+
+  std::string all_output, output;
+  RunSluice({"run", dir.path(), "--brokers", broker->bootstrap(), "-v"}, &output);
+  all_output += output;
+  RunSluice({"run", "--help"}, &output);
+  all_output += output;
+  RunSluice({"validate", dir.path()}, &output);
+  all_output += output;
+  RunSluice({"status", dir.path(), "--brokers", broker->bootstrap(), "--json"}, &output);
+  all_output += output;
+  EXPECT_TRUE(Contains(all_output, "steps/90_fail.sql:3: NOT NULL constraint failed")) << all_output;
+  EXPECT_FALSE(Contains(all_output, kSecret)) << all_output;
+  std::string tables = DumpAllTables(dir / "pipeline.db");
+  EXPECT_TRUE(Contains(tables, "NOT NULL constraint failed")) << tables;  // the failed run was recorded
+  EXPECT_FALSE(Contains(tables, kSecret));
+
+  // A missing variable is an error that names the variable, not a value.
+  ASSERT_EQ(unsetenv("SLUICE_TEST_SECRET"), 0);
+  int code = RunSluice({"validate", dir.path()}, &output);
+  EXPECT_EQ(code, 1);
+  EXPECT_TRUE(Contains(output, "environment variable SLUICE_TEST_SECRET is not set")) << output;
+}
+
+TEST(Secrets, PropertyErrorsQuoteNoSecretValue) {
+  EXPECT_EQ(RedactSecrets("Invalid value \"hunter2\" for configuration property \"ssl.key.password\"",
+                          {{"ssl.key.password", "hunter2"}, {"client.id", "Invalid"}}),
+            "Invalid value \"***\" for configuration property \"ssl.key.password\"");
+  EXPECT_TRUE(IsSecretProperty("sasl.oauthbearer.client.secret"));
+  EXPECT_TRUE(IsSecretProperty("SSL.KEY.PASSWORD"));
+  EXPECT_FALSE(IsSecretProperty("bootstrap.servers"));
+}
+
+TEST(Database, FileIsCreatedReadableByItsOwnerOnly) {
+  TempDir dir;
+  auto broker = testing::StartAppendPipeline(dir.path(), 2);
+  ASSERT_NE(broker, nullptr);
+  std::string output;
+  ASSERT_EQ(RunSluice({"run", dir.path(), "--brokers", broker->bootstrap()}, &output), 0) << output;
+  struct stat st {};
+  ASSERT_EQ(stat((dir / "pipeline.db").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  // The WAL is gone after a clean close; while it exists it has the same mode.
+  if (stat((dir / "pipeline.db-wal").c_str(), &st) == 0) EXPECT_EQ(st.st_mode & 0777, 0600u);
+}
+
+TEST(StepSql, CannotAttachFilesOrLoadExtensions) {
+  TempDir dir;
+  auto broker = testing::StartAppendPipeline(dir.path(), 1);
+  ASSERT_NE(broker, nullptr);
+  std::string output;
+  testing::WriteFile(dir / "steps/50_attach.sql", "attach database '/tmp/elsewhere.db' as elsewhere;\n");
+  EXPECT_EQ(RunSluice({"validate", dir.path()}, &output), 1);
+  EXPECT_TRUE(Contains(output, "steps/50_attach.sql:1: ATTACH and DETACH are not allowed")) << output;
+
+  testing::WriteFile(dir / "steps/50_attach.sql", "select load_extension('/tmp/evil.so');\n");
+  EXPECT_EQ(RunSluice({"validate", dir.path()}, &output), 1);
+  EXPECT_TRUE(Contains(output, "steps/50_attach.sql:1: not authorized")) << output;
+}
+
+}  // namespace
+}  // namespace sluice
