@@ -533,13 +533,23 @@ Status KafkaSource::CommitGroupOffsets(const OffsetMap& next) {
 
 Result<OffsetMap> KafkaSource::EndOffsets() {
   OffsetMap ends;
-  for (const auto& tp : assigned_) {
-    int64_t low = 0, high = 0;
-    rd_kafka_resp_err_t err =
-        rd_kafka_query_watermark_offsets(rk_.get(), tp.first.c_str(), tp.second, &low, &high, 10000);
-    if (err) return Status::KafkaError("cannot read the end offset of " + Name(tp) + ": " + rd_kafka_err2str(err));
-    ends[tp] = high;
-    known_ends_[tp] = std::max(known_ends_[tp], high);
+  if (assigned_.empty()) return ends;
+  // One ListOffsets request for every partition ("latest" is timestamp -1).
+  // Querying the watermarks one partition at a time waits behind each
+  // broker's fetch long-poll once the partitions are assigned: tens of
+  // seconds for 64 partitions.
+  PartitionList list = ToList(std::vector<TopicPartition>(assigned_.begin(), assigned_.end()));
+  for (int i = 0; i < list->cnt; ++i) list->elems[i].offset = RD_KAFKA_OFFSET_END;
+  rd_kafka_resp_err_t err = rd_kafka_offsets_for_times(rk_.get(), list.get(), 10000);
+  if (err) return Status::KafkaError(std::string("cannot read the end offsets: ") + rd_kafka_err2str(err));
+  for (int i = 0; i < list->cnt; ++i) {
+    TopicPartition tp{list->elems[i].topic, list->elems[i].partition};
+    if (list->elems[i].err || list->elems[i].offset < 0) {
+      return Status::KafkaError("cannot read the end offset of " + Name(tp) + ": " +
+                                rd_kafka_err2str(list->elems[i].err ? list->elems[i].err : RD_KAFKA_RESP_ERR__FAIL));
+    }
+    ends[tp] = list->elems[i].offset;
+    known_ends_[tp] = std::max(known_ends_[tp], list->elems[i].offset);
   }
   return ends;
 }

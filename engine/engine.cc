@@ -192,6 +192,7 @@ Result<BatchOutcome> Engine::RunBatch(const BatchOptions& options) {
   record.staged = counts.staged;
   record.quarantined = counts.quarantined;
   record.stage_ms = MillisSince(stage_start);
+  record.parse_ms = counts.parse_ms;
   CrashPoint("after_stage");
 
   auto steps_start = Clock::now();
@@ -246,6 +247,8 @@ Result<BatchOutcome> Engine::RunBatch(const BatchOptions& options) {
   }
   CrashPoint("after_kafka_commit");
   record.commit_ms = MillisSince(commit_start);
+  Status timed = catalog_->RecordCommitTime(record.run_id, record.commit_ms);
+  if (!timed.ok()) spdlog::debug("run {}: cannot record the commit time: {}", record.run_id, timed.message());
 
   spdlog::info("run {}: pulled {} messages from {}, staged {}, quarantined {}, steps {} in {:.0f} ms, committed offsets {}",
                record.run_id, record.messages, DescribePartitions(record.ranges), record.staged, record.quarantined,

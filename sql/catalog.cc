@@ -7,7 +7,7 @@
 namespace sluice {
 
 Status Catalog::Install() {
-  return db_->Exec(R"sql(
+  SLUICE_RETURN_IF_ERROR(db_->Exec(R"sql(
 CREATE TABLE IF NOT EXISTS _sluice_offsets (
   topic TEXT NOT NULL,
   "partition" INTEGER NOT NULL,
@@ -29,6 +29,7 @@ CREATE TABLE IF NOT EXISTS _sluice_runs (
   notes TEXT,
   fetch_ms REAL,
   stage_ms REAL,
+  parse_ms REAL,
   steps_ms REAL,
   commit_ms REAL
 );
@@ -50,7 +51,12 @@ CREATE TABLE IF NOT EXISTS _sluice_seeds (
   "rows" INTEGER NOT NULL,
   loaded_at TEXT NOT NULL
 );
-)sql");
+)sql"));
+  // Columns added since the first release, for databases created before.
+  Result<int64_t> has_parse = db_->QueryInt("SELECT count(*) FROM pragma_table_info('_sluice_runs') WHERE name = 'parse_ms'");
+  if (!has_parse.ok()) return has_parse.status();
+  if (*has_parse == 0) SLUICE_RETURN_IF_ERROR(db_->Exec("ALTER TABLE _sluice_runs ADD COLUMN parse_ms REAL"));
+  return Status::Ok();
 }
 
 Result<OffsetMap> Catalog::StoredOffsets(const std::vector<TopicPartition>& partitions) {
@@ -112,10 +118,11 @@ Result<int64_t> Catalog::FinishRun(const RunRecord& run) {
   std::string sql =
       run.run_id == 0
           ? "INSERT INTO _sluice_runs(started_at, finished_at, status, messages, staged, quarantined, offsets, error, "
-            "notes, fetch_ms, stage_ms, steps_ms, commit_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+            "notes, fetch_ms, stage_ms, steps_ms, commit_ms, parse_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, "
+            "?12, ?13, ?15)"
           : "UPDATE _sluice_runs SET started_at = ?1, finished_at = ?2, status = ?3, messages = ?4, staged = ?5, "
             "quarantined = ?6, offsets = ?7, error = ?8, notes = ?9, fetch_ms = ?10, stage_ms = ?11, steps_ms = ?12, "
-            "commit_ms = ?13 WHERE run_id = ?14";
+            "commit_ms = ?13, parse_ms = ?15 WHERE run_id = ?14";
   Result<Statement> stmt = db_->Prepare(sql);
   if (!stmt.ok()) return stmt.status();
   stmt->BindText(1, run.started_at);
@@ -134,9 +141,18 @@ Result<int64_t> Catalog::FinishRun(const RunRecord& run) {
   stmt->BindDouble(12, run.steps_ms);
   stmt->BindDouble(13, run.commit_ms);
   if (run.run_id != 0) stmt->BindInt(14, run.run_id);
+  stmt->BindDouble(15, run.parse_ms);
   SLUICE_RETURN_IF_ERROR(stmt->Run());
   if (run.run_id != 0) return run.run_id;
   return db_->QueryInt("SELECT last_insert_rowid()");
+}
+
+Status Catalog::RecordCommitTime(int64_t run_id, double commit_ms) {
+  Result<Statement> stmt = db_->Prepare("UPDATE _sluice_runs SET commit_ms = ? WHERE run_id = ?");
+  if (!stmt.ok()) return stmt.status();
+  stmt->BindDouble(1, commit_ms);
+  stmt->BindInt(2, run_id);
+  return stmt->Run();
 }
 
 std::string Catalog::Now() {

@@ -34,7 +34,9 @@ struct RunRecord {
   std::vector<PartitionRange> ranges;
   std::string error;
   std::string notes;
-  double fetch_ms = 0, stage_ms = 0, steps_ms = 0, commit_ms = 0;
+  // Where the batch's time went. stage_ms includes parse_ms (JSON to typed
+  // values); commit_ms covers the SQLite and the Kafka commits.
+  double fetch_ms = 0, stage_ms = 0, parse_ms = 0, steps_ms = 0, commit_ms = 0;
 };
 
 class Catalog {
@@ -57,6 +59,10 @@ class Catalog {
   // Completes a run row created by BeginRun, or inserts one (run_id == 0),
   // e.g. a failed run recorded after the batch rolled back. Returns the id.
   Result<int64_t> FinishRun(const RunRecord& run);
+
+  // Records the commit time of a committed run (known only after the commit,
+  // so it is written in a statement of its own).
+  Status RecordCommitTime(int64_t run_id, double commit_ms);
 
   static std::string Now();  // ISO-8601 UTC with milliseconds
   static std::string RangesJson(const std::vector<PartitionRange>& ranges);

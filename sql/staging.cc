@@ -447,7 +447,9 @@ void BindMetadata(Statement* stmt, int first, const Message& message) {
 }  // namespace
 
 Status StagingWriter::Write(const Message& message, int64_t run_id, StageCounts* counts) {
+  auto parse_start = std::chrono::steady_clock::now();
   Status parsed = parser_.Parse(message.value);
+  counts->parse_ms += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - parse_start).count();
   if (!parsed.ok()) {
     BindMetadata(&quarantine_, 1, message);
     quarantine_.BindText(7, parsed.message());
