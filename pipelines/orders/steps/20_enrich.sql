@@ -24,13 +24,13 @@ from stg_orders as o
 left join customers as c on c.customer_id = o.customer_id
 left join products  as p on p.product_id  = o.product_id;
 
--- Hours whose revenue this batch may change: where the orders were before
--- the upsert, and where they are now. 40_revenue.sql recomputes them.
-drop table if exists temp.touched_hours;
+-- The stored versions this batch replaces (30_upsert.sql replaces a row
+-- when the incoming version is not older). 40_revenue.sql takes their
+-- contribution out of revenue_hourly before adding the new versions'.
+drop table if exists temp.replaced_orders;
 
-create temp table touched_hours as
-select c.event_hour as hour
+create temp table replaced_orders as
+select c.order_id, c.event_hour, c.region, c.category, c.currency, c.amount, c.status
 from orders_curated as c
 join int_orders as i on i.order_id = c.order_id
-union
-select event_hour from int_orders;
+where (i._kafka_timestamp, i._kafka_offset) >= (c._kafka_timestamp, c._kafka_offset);

@@ -1,19 +1,38 @@
--- revenue_hourly: recompute the hours this batch touched from orders_curated.
--- Recomputing (rather than adding deltas) stays right when an order changes
--- amount, status or hour, and when a late event is ignored.
+-- revenue_hourly: revenue of non-cancelled orders by the hour of their latest
+-- event, maintained incrementally: each batch takes out the contribution of
+-- the versions it replaced and adds the versions it stored. The cost follows
+-- the batch, not the table. (The rolling_aggregates recipe shows the other
+-- way: recompute the touched groups from the curated table.)
 
-delete from revenue_hourly
-where hour in (select hour from touched_hours);
+drop table if exists temp.revenue_delta;
+
+create temp table revenue_delta as
+select hour, region, category, currency, sum(orders) as orders, sum(revenue) as revenue
+from (
+  select event_hour as hour, region, category, coalesce(currency, 'unknown') as currency,
+         -1 as orders, -coalesce(amount, 0) as revenue
+  from replaced_orders
+  where status <> 'cancelled' and event_hour is not null
+  union all
+  select c.event_hour, c.region, c.category, coalesce(c.currency, 'unknown'),
+         1, coalesce(c.amount, 0)
+  from orders_curated as c
+  join int_orders as i
+    on i.order_id = c.order_id
+   and i._kafka_timestamp = c._kafka_timestamp
+   and i._kafka_offset = c._kafka_offset
+  where c.status <> 'cancelled' and c.event_hour is not null
+)
+group by 1, 2, 3, 4;
 
 insert into revenue_hourly (hour, region, category, currency, orders, revenue)
-select
-  event_hour                                 as hour,
-  region,
-  category,
-  coalesce(currency, 'unknown')              as currency,
-  count(*)                                   as orders,
-  round(sum(coalesce(amount, 0)), 2)         as revenue
-from orders_curated
-where status <> 'cancelled'
-  and event_hour in (select hour from touched_hours)
-group by 1, 2, 3, 4;
+select hour, region, category, currency, orders, round(revenue, 2)
+from revenue_delta
+where true  -- lets SQLite parse the ON CONFLICT clause after a SELECT
+on conflict (hour, region, category, currency) do update set
+  orders  = revenue_hourly.orders + excluded.orders,
+  revenue = round(revenue_hourly.revenue + excluded.revenue, 2);
+
+delete from revenue_hourly
+where orders = 0
+  and (hour, region, category, currency) in (select hour, region, category, currency from revenue_delta);
