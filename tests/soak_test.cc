@@ -129,6 +129,11 @@ TEST(Soak, ProducerConsumerAndReaderTogether) {
   EXPECT_EQ(testing::QueryOne(db, "select count(*) from _sluice_runs where status <> 'ok'"), "0");
   // Memory follows the batch, not the backlog: no growth from the first
   // third of the run to the last, and far below what the data would take.
+  // (Not under AddressSanitizer, whose shadow memory and quarantine grow
+  // by design.)
+#if defined(__SANITIZE_ADDRESS__)
+  return;
+#endif
   ASSERT_GE(rss.size(), 9u);
   int64_t early = *std::max_element(rss.begin(), rss.begin() + rss.size() / 3);
   int64_t late = *std::max_element(rss.end() - rss.size() / 3, rss.end());
