@@ -375,7 +375,40 @@ Status KafkaSource::HandleOutOfRange(const TopicPartition& tp, int64_t offset) {
   }
   spdlog::warn("{}; skipping to {} (on_data_loss = skip)", what, low);
   data_loss_notes_.push_back(what);
-  return Rewind({{tp, low}});
+  return Reposition(tp, low);
+}
+
+Status KafkaSource::Reposition(const TopicPartition& tp, int64_t offset) {
+  // After an out-of-range error librdkafka has stopped fetching the
+  // partition and refuses a seek: assign it again at `offset`. The batch's
+  // start offset stays where the stored offset is, so the commit check holds.
+  bool cooperative = options_.assignment == KafkaSourceOptions::Assignment::kGroup &&
+                     std::strcmp(rd_kafka_rebalance_protocol(rk_.get()), "COOPERATIVE") == 0;
+  rd_kafka_error_t* error = nullptr;
+  rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
+  if (cooperative) {
+    PartitionList one = ToList({tp});
+    one->elems[0].offset = offset;
+    error = rd_kafka_incremental_unassign(rk_.get(), one.get());
+    if (!error) error = rd_kafka_incremental_assign(rk_.get(), one.get());
+  } else {
+    PartitionList list = ToList(std::vector<TopicPartition>(assigned_.begin(), assigned_.end()));
+    for (int i = 0; i < list->cnt; ++i) {
+      TopicPartition each{list->elems[i].topic, list->elems[i].partition};
+      auto position = positions_.find(each);
+      list->elems[i].offset = each == tp ? offset : position != positions_.end() ? position->second : RD_KAFKA_OFFSET_INVALID;
+    }
+    err = rd_kafka_assign(rk_.get(), list.get());
+  }
+  if (error) {
+    std::string what = rd_kafka_error_string(error);
+    rd_kafka_error_destroy(error);
+    return Status::KafkaError("cannot re-position " + Name(tp) + ": " + what);
+  }
+  if (err) return Status::KafkaError("cannot re-position " + Name(tp) + ": " + rd_kafka_err2str(err));
+  positions_[tp] = offset;
+  at_end_.erase(tp);
+  return Status::Ok();
 }
 
 std::vector<std::string> KafkaSource::TakeNotes() {
@@ -563,7 +596,16 @@ Status KafkaSource::CommitOffsets(const OffsetMap& next) {
   }
   PartitionList list = ToList(tps);
   for (int i = 0; i < list->cnt; ++i) list->elems[i].offset = next.at({list->elems[i].topic, list->elems[i].partition});
-  rd_kafka_resp_err_t err = rd_kafka_commit(rk_.get(), list.get(), 0 /* synchronous */);
+  // Asynchronous commit, waited for a bounded time: a synchronous one blocks
+  // for as long as the coordinator is unreachable, and with it a SIGTERM.
+  std::unique_ptr<rd_kafka_queue_t, void (*)(rd_kafka_queue_t*)> queue(rd_kafka_queue_new(rk_.get()),
+                                                                       rd_kafka_queue_destroy);
+  rd_kafka_resp_err_t err = rd_kafka_commit_queue(rk_.get(), list.get(), queue.get(), nullptr, nullptr);
+  if (err) return Status::KafkaError(std::string("offset commit to group failed: ") + rd_kafka_err2str(err));
+  rd_kafka_event_t* event = rd_kafka_queue_poll(queue.get(), 5000);
+  if (event == nullptr) return Status::KafkaError("offset commit to group did not finish within 5s");
+  err = rd_kafka_event_error(event);
+  rd_kafka_event_destroy(event);
   if (err) return Status::KafkaError(std::string("offset commit to group failed: ") + rd_kafka_err2str(err));
   return Status::Ok();
 }
@@ -627,8 +669,29 @@ void KafkaSource::Idle(std::chrono::milliseconds duration, const std::atomic<boo
 
 void KafkaSource::Close() {
   if (!rk_) return;
-  rd_kafka_consumer_close(rk_.get());
-  rk_.reset();
+  // rd_kafka_consumer_close() waits without a limit while the coordinator is
+  // unreachable, and with it a SIGTERM; close through a queue for a bounded
+  // time instead, then let go without a clean close.
+  rd_kafka_t* rk = rk_.get();  // still owned: OnRebalance uses rk_
+  rd_kafka_queue_t* queue = rd_kafka_queue_new(rk);
+  bool closed = false;
+  if (rd_kafka_error_t* error = rd_kafka_consumer_close_queue(rk, queue)) {
+    rd_kafka_error_destroy(error);
+  } else {
+    auto deadline = Clock::now() + std::chrono::seconds(5);
+    while (!(closed = rd_kafka_consumer_closed(rk)) && Clock::now() < deadline) {
+      rd_kafka_event_t* event = rd_kafka_queue_poll(queue, 100);
+      if (event == nullptr) continue;
+      if (rd_kafka_event_type(event) == RD_KAFKA_EVENT_REBALANCE) {
+        OnRebalance(rd_kafka_event_error(event), rd_kafka_event_topic_partition_list(event));
+      }
+      rd_kafka_event_destroy(event);
+    }
+  }
+  rd_kafka_queue_destroy(queue);
+  if (!closed) spdlog::warn("kafka: the consumer did not close within 5s (brokers unreachable?); leaving anyway");
+  rk_.release();
+  rd_kafka_destroy_flags(rk, closed ? 0 : RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
 }
 
 }  // namespace sluice

@@ -105,6 +105,8 @@ class KafkaSource : public BatchSource {
   // Polls once and handles what comes: a message is appended to `into`, an
   // end-of-partition event updates positions, errors are returned.
   Status Poll(int timeout_ms, std::vector<Message>* into);
+  // Assigns `tp` again, at `offset` (on_data_loss = skip).
+  Status Reposition(const TopicPartition& tp, int64_t offset);
   Status HandleOutOfRange(const TopicPartition& tp, int64_t offset);
   bool AllAtEnd();
   void DropBuffered(const std::set<TopicPartition>& partitions);

@@ -9,12 +9,34 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <algorithm>
 #include <set>
 
 namespace sluice {
 namespace {
 
 constexpr size_t kValueBufferSize = 64 * 1024;
+constexpr size_t kMaxJsonDepth = 1000;
+
+// The deepest nesting of [ and { in `text`, outside strings.
+size_t JsonDepth(std::string_view text) {
+  size_t depth = 0, deepest = 0;
+  bool in_string = false;
+  for (size_t i = 0; i < text.size(); ++i) {
+    char c = text[i];
+    if (in_string) {
+      if (c == '\\') ++i;
+      else if (c == '"') in_string = false;
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      deepest = std::max(deepest, ++depth);
+    } else if ((c == ']' || c == '}') && depth > 0) {
+      --depth;
+    }
+  }
+  return deepest;
+}
 constexpr unsigned kParseFlags = rapidjson::kParseIterativeFlag | rapidjson::kParseValidateEncodingFlag;
 
 std::string Upper(std::string text) {
@@ -175,6 +197,18 @@ Status RowParser::Parse(const std::optional<std::string>& value) {
   }
   if (!value) return Status::Ok();  // tombstone
   if (value->empty()) return Status::InvalidInput("empty value: not a JSON document");
+  if (const void* nul = std::memchr(value->data(), '\0', value->size())) {
+    return Status::InvalidInput("the value contains a NUL byte at offset " +
+                                std::to_string(static_cast<const char*>(nul) - value->data()) +
+                                " (JSON text cannot; escape it as \\u0000)");
+  }
+  // SQLite's JSON functions refuse documents nested deeper than this (2000 in
+  // 3.40, 1000 from 3.45): such a message would stage, then fail every step
+  // that reads _kafka_value, and block the pipeline.
+  if (value->size() > 2 * kMaxJsonDepth && JsonDepth(*value) > kMaxJsonDepth) {
+    return Status::InvalidInput("the value is nested more than " + std::to_string(kMaxJsonDepth) +
+                                " levels deep, more than SQLite's JSON functions accept");
+  }
   value_allocator_.Clear();
   stack_allocator_.Clear();
   using Document = rapidjson::GenericDocument<rapidjson::UTF8<>, rapidjson::MemoryPoolAllocator<>,
@@ -256,9 +290,16 @@ Status RowParser::Convert(const ColumnSpec& column, const rapidjson::Value* valu
       } else if (value->IsUint64()) {
         return fail("is out of range for a 64-bit integer");
       } else if (value->IsDouble()) {
-        if (!DoubleToInt(value->GetDouble(), &parsed)) return fail("is not a whole number");
+        double number = value->GetDouble();
+        if (std::fabs(number) >= 9223372036854775808.0) return fail("is out of range for a 64-bit integer");
+        if (!DoubleToInt(number, &parsed)) return fail("is not a whole number");
       } else if (value->IsString()) {
-        if (!ParseInteger(std::string_view(value->GetString(), value->GetStringLength()), &parsed)) {
+        std::string_view text(value->GetString(), value->GetStringLength());
+        if (!ParseInteger(text, &parsed)) {
+          double number = 0;
+          if (ParseDouble(text, &number) && std::fabs(number) >= 9223372036854775808.0) {
+            return fail("is out of range for a 64-bit integer");
+          }
           return fail("is not a whole number");
         }
       } else if (value->IsBool()) {
