@@ -157,7 +157,7 @@ Result<PipelineConfig> ParseConfig(const std::string& text, const std::string& d
   const std::set<std::string> known = {
       "source.brokers", "source.topic", "source.group", "source.start", "source.assignment", "source.on_data_loss",
       "source.connect_timeout", "batch.max_messages", "batch.max_wait", "batch.every", "target.database",
-      "target.busy_timeout", "staging.retention"};
+      "target.busy_timeout", "target.file_mode", "target.allow_attach_outside", "staging.retention"};
   std::set<std::string> column_names;
 
   for (const auto& option : parsed.options) {
@@ -245,6 +245,18 @@ Result<PipelineConfig> ParseConfig(const std::string& text, const std::string& d
       }
     } else if (full == "target.database") {
       database = value;
+    } else if (full == "target.file_mode") {
+      char* end = nullptr;
+      unsigned long mode = std::strtoul(value.c_str(), &end, 8);
+      if (value.empty() || *end != '\0' || mode > 0777 || (mode & 0600) != 0600) {
+        errors.Add(section, key, "'" + value + "' is not an octal file mode that lets the owner read and write (e.g. 0600, 0640)");
+      } else {
+        config.file_mode = static_cast<unsigned>(mode);
+      }
+    } else if (full == "target.allow_attach_outside") {
+      if (value == "true") config.allow_attach_outside = true;
+      else if (value == "false") config.allow_attach_outside = false;
+      else errors.Add(section, key, "'" + value + "' is not one of: true, false");
     } else if (full == "target.busy_timeout" || full == "source.connect_timeout" || full == "batch.max_wait" ||
                full == "batch.every" || full == "staging.retention") {
       Result<std::chrono::milliseconds> duration = ParseDuration(value);
@@ -296,10 +308,17 @@ Result<Pipeline> LoadPipeline(const std::string& dir, const ConfigOverrides& ove
   if (!config.ok()) return config.status();
   pipeline.config = std::move(*config);
 
+  // Files may ATTACH databases inside the pipeline directory only, unless
+  // the configuration allows more.
+  auto allow_attach = [&](SqlFile* file) {
+    file->attach_root = dir;
+    file->attach_anywhere = pipeline.config.allow_attach_outside;
+  };
   fs::path schema = fs::path(dir) / "schema.sql";
   if (fs::exists(schema, ec)) {
     Result<SqlFile> file = ReadSqlFile(schema.string(), "schema.sql");
     if (!file.ok()) return file.status();
+    allow_attach(&*file);
     pipeline.schema = std::move(*file);
   }
   fs::path steps = fs::path(dir) / "steps";
@@ -312,6 +331,7 @@ Result<Pipeline> LoadPipeline(const std::string& dir, const ConfigOverrides& ove
     for (const auto& file : files) {
       Result<SqlFile> step = ReadSqlFile(file.string(), "steps/" + file.filename().string());
       if (!step.ok()) return step.status();
+      allow_attach(&*step);
       pipeline.steps.push_back(std::move(*step));
     }
   }

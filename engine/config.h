@@ -29,6 +29,8 @@ struct PipelineConfig {
   std::chrono::milliseconds retention{0};  // [staging] retention: how long past batches stay
   std::string database;  // resolved: relative paths are relative to `dir`
   int busy_timeout_ms = 10000;
+  unsigned file_mode = 0600;         // [target] file_mode: permissions of a new database file
+  bool allow_attach_outside = false;  // [target] allow_attach_outside
 };
 
 // Command-line values that win over pipeline.conf.

@@ -58,6 +58,7 @@ Result<std::unique_ptr<Engine>> Engine::Open(const Pipeline& pipeline, std::uniq
   engine->lock_ = std::move(*lock);
   DatabaseOptions db_options;
   db_options.busy_timeout_ms = pipeline.config.busy_timeout_ms;
+  db_options.file_mode = pipeline.config.file_mode;
   Result<std::unique_ptr<Database>> db = Database::Open(pipeline.config.database, db_options);
   if (!db.ok()) return db.status();
   engine->db_ = std::move(*db);

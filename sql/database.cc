@@ -97,11 +97,13 @@ Result<std::unique_ptr<Database>> Database::Open(const std::string& path, const 
   if (!in_memory && options.private_file && !options.read_only) {
     // Create the file ourselves so it starts 0600; SQLite gives its WAL and
     // shared-memory files the same permissions.
-    int fd = ::open(path.c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0600);
+    bool created = ::access(path.c_str(), F_OK) != 0;
+    int fd = ::open(path.c_str(), O_CREAT | O_RDWR | O_CLOEXEC, options.file_mode);
     if (fd < 0) {
       return Status::IoError("cannot open database " + path + ": " + std::strerror(errno) +
                              " (check [target] database or --db and the directory's permissions)");
     }
+    if (created) ::fchmod(fd, options.file_mode);  // exactly, whatever the umask
     ::close(fd);
   }
   sqlite3* db = nullptr;

@@ -63,8 +63,10 @@ class Statement {
 
 struct DatabaseOptions {
   int busy_timeout_ms = 10000;
-  // Create the file (and its WAL) readable by the owner only.
+  // Create the file (and its WAL) readable by the owner only, or with
+  // `file_mode` when set.
   bool private_file = true;
+  unsigned file_mode = 0600;
   bool read_only = false;
 };
 

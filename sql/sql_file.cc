@@ -6,6 +6,8 @@
 
 #include <sqlite3.h>
 
+#include <algorithm>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -13,10 +15,22 @@ namespace sluice {
 namespace {
 
 struct Guard {
+  const SqlFile* file;
   std::string refusal;  // why the authorizer said no, for the message
 };
 
-int Authorize(void* context, int action, const char*, const char*, const char*, const char*) {
+// True when `path` (as ATTACH names it) is `root` or under it.
+bool Inside(const std::string& path, const std::string& root) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  fs::path resolved = fs::weakly_canonical(fs::absolute(path, ec), ec);
+  fs::path base = fs::weakly_canonical(fs::absolute(root, ec), ec);
+  if (ec) return false;
+  auto mismatch = std::mismatch(base.begin(), base.end(), resolved.begin(), resolved.end());
+  return mismatch.first == base.end();
+}
+
+int Authorize(void* context, int action, const char* arg1, const char*, const char*, const char*) {
   auto* guard = static_cast<Guard*>(context);
   switch (action) {
     case SQLITE_TRANSACTION:
@@ -25,10 +39,21 @@ int Authorize(void* context, int action, const char*, const char*, const char*, 
           "BEGIN, COMMIT, ROLLBACK and SAVEPOINT are not allowed: sluice runs every file inside the batch "
           "transaction; remove them";
       return SQLITE_DENY;
-    case SQLITE_ATTACH:
-    case SQLITE_DETACH:
-      guard->refusal = "ATTACH and DETACH are not allowed in pipeline SQL; use seeds/*.csv for reference data";
+    case SQLITE_ATTACH: {
+      std::string target = arg1 ? arg1 : "";
+      bool in_memory = target.empty() || target == ":memory:";
+      if (!guard->file->attach_root.empty() &&
+          (in_memory || guard->file->attach_anywhere || Inside(target, guard->file->attach_root))) {
+        return SQLITE_OK;
+      }
+      guard->refusal = guard->file->attach_root.empty()
+                           ? "ATTACH is not allowed here; use seeds/*.csv for reference data"
+                           : "ATTACH '" + target + "' is outside the pipeline directory; move the file into it, or "
+                             "set [target] allow_attach_outside = true";
       return SQLITE_DENY;
+    }
+    case SQLITE_DETACH:
+      return guard->file->attach_root.empty() ? SQLITE_DENY : SQLITE_OK;
     default:
       return SQLITE_OK;
   }
@@ -73,7 +98,7 @@ Result<SqlFile> ReadSqlFile(const std::string& path, const std::string& display)
 
 Status RunSqlFile(Database* db, const SqlFile& file) {
   sqlite3* handle = db->handle();
-  Guard guard;
+  Guard guard{&file, ""};
   sqlite3_set_authorizer(handle, &Authorize, &guard);
   struct Unset {
     sqlite3* handle;

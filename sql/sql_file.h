@@ -2,7 +2,8 @@
 // statement, so that an error names the file and the line of the statement
 // (or of the exact token, for syntax errors). Transaction control is refused:
 // files run inside sluice's transaction, which owns atomicity. ATTACH is
-// refused too, so that a step cannot reach files outside the pipeline.
+// is allowed only for files under `attach_root` (the pipeline directory)
+// unless `attach_anywhere`, so that a step cannot reach other files.
 // MERGE INTO statements are translated to SQLite's upsert (sql/merge.h).
 #pragma once
 
@@ -18,6 +19,8 @@ struct SqlFile {
   std::string path;     // on disk
   std::string display;  // in messages: "steps/20_upsert.sql"
   std::string text;
+  std::string attach_root;      // ATTACH may name files under this directory; empty: no ATTACH at all
+  bool attach_anywhere = false;  // [target] allow_attach_outside
 };
 
 // Reads `path`; `display` names it in messages.

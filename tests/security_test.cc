@@ -85,6 +85,25 @@ TEST(Database, FileIsCreatedReadableByItsOwnerOnly) {
   if (stat((dir / "pipeline.db-wal").c_str(), &st) == 0) EXPECT_EQ(st.st_mode & 0777, 0600u);
 }
 
+TEST(Database, FileModeCanBeConfigured) {
+  TempDir dir;
+  auto broker = testing::StartAppendPipeline(dir.path(), 1);
+  ASSERT_NE(broker, nullptr);
+  std::string conf = testing::ReadFile(dir / "pipeline.conf");
+  ASSERT_TRUE(testing::ReplaceFirst(&conf, "[target]\n", "[target]\nfile_mode = 0640\n"));
+  testing::WriteFile(dir / "pipeline.conf", conf);
+  std::string output;
+  ASSERT_EQ(RunSluice({"run", dir.path(), "--brokers", broker->bootstrap()}, &output), 0) << output;
+  struct stat st {};
+  ASSERT_EQ(stat((dir / "pipeline.db").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0640u);
+
+  ASSERT_TRUE(testing::ReplaceFirst(&conf, "file_mode = 0640", "file_mode = 0444"));
+  testing::WriteFile(dir / "pipeline.conf", conf);
+  EXPECT_EQ(RunSluice({"validate", dir.path()}, &output), 1);
+  EXPECT_TRUE(Contains(output, "[target] file_mode: '0444' is not an octal file mode")) << output;
+}
+
 TEST(StepSql, CannotAttachFilesOrLoadExtensions) {
   TempDir dir;
   auto broker = testing::StartAppendPipeline(dir.path(), 1);
@@ -92,7 +111,8 @@ TEST(StepSql, CannotAttachFilesOrLoadExtensions) {
   std::string output;
   testing::WriteFile(dir / "steps/50_attach.sql", "attach database '/tmp/elsewhere.db' as elsewhere;\n");
   EXPECT_EQ(RunSluice({"validate", dir.path()}, &output), 1);
-  EXPECT_TRUE(Contains(output, "steps/50_attach.sql:1: ATTACH and DETACH are not allowed")) << output;
+  EXPECT_TRUE(Contains(output, "steps/50_attach.sql:1: ATTACH '/tmp/elsewhere.db' is outside the pipeline directory"))
+      << output;
 
   testing::WriteFile(dir / "steps/50_attach.sql", "select load_extension('/tmp/evil.so');\n");
   EXPECT_EQ(RunSluice({"validate", dir.path()}, &output), 1);

@@ -21,8 +21,7 @@ using testing::TempDir;
 const char* const kTransactionRefusal =
     "BEGIN, COMMIT, ROLLBACK and SAVEPOINT are not allowed: sluice runs every file inside the batch transaction; "
     "remove them";
-const char* const kAttachRefusal =
-    "ATTACH and DETACH are not allowed in pipeline SQL; use seeds/*.csv for reference data";
+const char* const kAttachRefusal = "ATTACH is not allowed here; use seeds/*.csv for reference data";
 
 class SqlFileTest : public ::testing::Test {
  protected:
@@ -204,8 +203,32 @@ TEST_F(SqlFileTest, AttachAndDetachAreRefused) {
   EXPECT_EQ(Error("SELECT 1;\nATTACH DATABASE '" + other + "' AS other;\nCREATE TABLE other.t(x);\n"),
             "steps/x.sql:2: " + std::string(kAttachRefusal));
   EXPECT_FALSE(fs::exists(other));
-  EXPECT_EQ(Error("DETACH DATABASE main;"), "steps/x.sql:1: " + std::string(kAttachRefusal));
+  EXPECT_EQ(Error("DETACH DATABASE main;"), "steps/x.sql:1: not authorized");
   EXPECT_EQ(Error("\n\nattach ':memory:' as m;"), "steps/x.sql:3: " + std::string(kAttachRefusal));
+}
+
+TEST_F(SqlFileTest, AttachIsAllowedInsideTheRootOnlyUnlessAnywhere) {
+  TempDir root, elsewhere;
+  SqlFile file{"/nowhere/steps/x.sql", "steps/x.sql", "attach database '" + (root / "dim.db") + "' as dim;\n"
+               "create table dim.t(x);\ndetach database dim;\n", root.path(), false};
+  Status st = RunSqlFile(db_.get(), file);
+  EXPECT_TRUE(st.ok()) << st.message();
+  EXPECT_TRUE(fs::exists(root / "dim.db"));
+
+  file.text = "attach database '" + (root / "../" + fs::path(elsewhere.path()).filename().string() + "/x.db") +
+              "' as x;\n";
+  st = RunSqlFile(db_.get(), file);
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("is outside the pipeline directory; move the file into it, or set [target] "
+                              "allow_attach_outside = true"),
+            std::string::npos)
+      << st.message();
+  EXPECT_FALSE(fs::exists(elsewhere / "x.db"));
+
+  file.attach_anywhere = true;
+  st = RunSqlFile(db_.get(), file);
+  EXPECT_TRUE(st.ok()) << st.message();
+  EXPECT_TRUE(fs::exists(elsewhere / "x.db"));
 }
 
 TEST_F(SqlFileTest, AuthorizerIsRemovedAfterTheFileRuns) {
