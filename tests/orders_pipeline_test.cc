@@ -419,56 +419,34 @@ class OrdersPipelineTest : public ::testing::Test {
   }
 };
 
-// orders_curated after replaying the recorded batches through the rules of
-// 10_dedup and 30_upsert: within a batch the newest version of each order; it
-// replaces the stored row only when its (timestamp, offset) is greater; a
-// version without a status takes the batch's newest known status if that is
-// newer than the stored version, else keeps the stored status. Returns
-// order_id -> (kept event, status).
+// orders_curated as the pipeline defines it, independent of batches: per
+// order, the newest staged version (by timestamp, then offset), with the
+// status of the newest staged event that had one ('unknown' if none did).
+// Returns order_id -> (kept event, status). The batches are accepted for the
+// caller's convenience and deliberately not used: where batch boundaries
+// fall must not change the result.
 std::map<std::string, std::pair<const Event*, std::string>> ReplayBatches(const std::vector<std::vector<Range>>& batches) {
+  (void)batches;
+  auto newer = [](const Event* a, const Event* b) {
+    return std::make_tuple(a->timestamp, a->partition, a->offset) >
+           std::make_tuple(b->timestamp, b->partition, b->offset);
+  };
+  std::map<std::string, const Event*> newest, newest_with_status;
+  for (const auto& [partition, events] : world->by_partition) {
+    for (const Event* e : events) {
+      if (!e->staged) continue;
+      const Event*& current = newest[*e->order_id];
+      if (current == nullptr || newer(e, current)) current = e;
+      if (e->status != "unknown") {
+        const Event*& with_status = newest_with_status[*e->order_id];
+        if (with_status == nullptr || newer(e, with_status)) with_status = e;
+      }
+    }
+  }
   std::map<std::string, std::pair<const Event*, std::string>> curated;
-  for (const auto& batch : batches) {
-    // Per order in this batch: the newest version, and the newest version
-    // that carries a status (steps/10_dedup.sql).
-    std::map<std::string, const Event*> newest;
-    std::map<std::string, const Event*> newest_with_status;
-    auto newer = [](const Event* a, const Event* b) {
-      return std::make_tuple(a->timestamp, a->partition, a->offset) >
-             std::make_tuple(b->timestamp, b->partition, b->offset);
-    };
-    for (const Range& range : batch) {
-      const auto& partition = world->by_partition[range.partition];
-      for (int64_t offset = range.first; offset <= range.last && offset < static_cast<int64_t>(partition.size()); ++offset) {
-        const Event* e = partition[offset];
-        if (!e->staged) continue;
-        const Event*& current = newest[*e->order_id];
-        if (current == nullptr || newer(e, current)) current = e;
-        if (e->status != "unknown") {
-          const Event*& with_status = newest_with_status[*e->order_id];
-          if (with_status == nullptr || newer(e, with_status)) with_status = e;
-        }
-      }
-    }
-    for (const auto& [id, e] : newest) {
-      auto stored = curated.find(id);
-      auto carried = newest_with_status.find(id);
-      // The status: the newest version's own; else the batch's newest known
-      // status when it is newer than the stored version; else the stored one.
-      std::string status = e->status;
-      if (status == "unknown") {
-        if (carried != newest_with_status.end() &&
-            (stored == curated.end() || newer(carried->second, stored->second.first))) {
-          status = carried->second->status;
-        } else if (stored != curated.end()) {
-          status = stored->second.second;
-        }
-      }
-      if (stored == curated.end()) {
-        curated[id] = {e, status};
-      } else if (e->Version() > stored->second.first->Version()) {
-        stored->second = {e, status};
-      }
-    }
+  for (const auto& [id, e] : newest) {
+    auto carried = newest_with_status.find(id);
+    curated[id] = {e, carried == newest_with_status.end() ? "unknown" : carried->second->status};
   }
   return curated;
 }

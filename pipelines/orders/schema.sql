@@ -10,7 +10,9 @@ create table if not exists orders_curated (
   category          text not null,
   amount            real,
   currency          text,
-  status            text not null,
+  status            text not null,      -- of the newest event that had one
+  status_timestamp  integer,            -- that event's broker timestamp and offset
+  status_offset     integer,
   event_time        text,
   event_hour        text,               -- hour of event_time, for revenue_hourly
   _kafka_timestamp  integer not null,   -- broker timestamp of the version kept

@@ -1,10 +1,9 @@
--- stg_orders: the latest event of each order in this batch, cleaned.
--- Latest means the newest broker timestamp; ties go to the later offset
--- (events are keyed by order_id, so one order lives in one partition).
---
--- An event without a status keeps the order's last known status: the newest
--- status in this batch if it is newer than the stored version, else the
--- stored status, else 'unknown'. That makes the result independent of where
+-- stg_orders: per order in this batch, the latest event (newest broker
+-- timestamp; ties go to the later offset, since events are keyed by order_id
+-- and one order lives in one partition), cleaned, and separately the newest
+-- event that carried a status. The status of an order is that of its newest
+-- event with a status, whichever batch it came in: events without one keep
+-- the status the order already had, and the result does not depend on where
 -- batch boundaries fall.
 
 drop table if exists temp.stg_orders;
@@ -53,16 +52,9 @@ select
   l.product_id,
   l.amount,
   l.currency,
-  coalesce(
-    l.status,
-    case
-      when c.order_id is null
-        or (s.status_timestamp, s.status_offset) > (c._kafka_timestamp, c._kafka_offset)
-      then s.status
-    end,
-    c.status,
-    'unknown'
-  )                                                as status,
+  s.status,                                        -- null: no event in this batch had one
+  s.status_timestamp,
+  s.status_offset,
   l.event_time,
   strftime('%Y-%m-%dT%H:00:00Z', l.event_time)     as event_hour,
   l._kafka_timestamp,
@@ -70,5 +62,4 @@ select
   l._kafka_offset
 from latest as l
 left join latest_status as s on s.order_id = l.order_id and s.status_rank = 1
-left join orders_curated as c on c.order_id = l.order_id
 where l.version_rank = 1;

@@ -15,6 +15,8 @@ select
   o.amount,
   o.currency,
   o.status,
+  o.status_timestamp,
+  o.status_offset,
   o.event_time,
   o.event_hour,
   o._kafka_timestamp,
@@ -24,13 +26,12 @@ from stg_orders as o
 left join customers as c on c.customer_id = o.customer_id
 left join products  as p on p.product_id  = o.product_id;
 
--- The stored versions this batch replaces (30_upsert.sql replaces a row
--- when the incoming version is not older). 40_revenue.sql takes their
--- contribution out of revenue_hourly before adding the new versions'.
-drop table if exists temp.replaced_orders;
+-- The stored rows of the orders in this batch, as they are before
+-- 30_upsert.sql changes them: 40_revenue.sql takes their contribution out of
+-- revenue_hourly and adds the rows as they are after.
+drop table if exists temp.orders_before;
 
-create temp table replaced_orders as
+create temp table orders_before as
 select c.order_id, c.event_hour, c.region, c.category, c.currency, c.amount, c.status
 from orders_curated as c
-join int_orders as i on i.order_id = c.order_id
-where (i._kafka_timestamp, i._kafka_offset) >= (c._kafka_timestamp, c._kafka_offset);
+join int_orders as i on i.order_id = c.order_id;

@@ -1,17 +1,19 @@
--- MERGE the batch into orders_curated: insert new orders, update known ones
--- only when the incoming version is not older (by broker timestamp, then
--- offset). An older event arriving late never overwrites a newer one; the
--- same version read again (after `sluice reset`) is rewritten, so a fixed
--- step applies to reprocessed data. (10_dedup has already carried the last
--- known status into events that had none.)
+-- MERGE the batch into orders_curated. The version columns take the batch's
+-- latest event when it is not older than the stored one (by broker timestamp,
+-- then offset): an older event arriving late never overwrites a newer one,
+-- and the same version read again (after `sluice reset`) is rewritten, so a
+-- fixed step applies to reprocessed data. The status follows its own, newer
+-- event, even when that event arrived late.
 
 insert into orders_curated (
   order_id, customer_id, customer_name, region, product_id, product_name, category,
-  amount, currency, status, event_time, event_hour, _kafka_timestamp, _kafka_partition, _kafka_offset, updated_at
+  amount, currency, status, status_timestamp, status_offset, event_time, event_hour,
+  _kafka_timestamp, _kafka_partition, _kafka_offset, updated_at
 )
 select
   order_id, customer_id, customer_name, region, product_id, product_name, category,
-  amount, currency, status, event_time, event_hour, _kafka_timestamp, _kafka_partition, _kafka_offset,
+  amount, currency, coalesce(status, 'unknown'), status_timestamp, status_offset, event_time, event_hour,
+  _kafka_timestamp, _kafka_partition, _kafka_offset,
   strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
 from int_orders
 where true  -- lets SQLite parse the ON CONFLICT clause after a SELECT
@@ -24,7 +26,6 @@ on conflict (order_id) do update set
   category         = excluded.category,
   amount           = excluded.amount,
   currency         = excluded.currency,
-  status           = excluded.status,
   event_time       = excluded.event_time,
   event_hour       = excluded.event_hour,
   _kafka_timestamp = excluded._kafka_timestamp,
@@ -33,3 +34,17 @@ on conflict (order_id) do update set
   updated_at       = excluded.updated_at
 where (excluded._kafka_timestamp, excluded._kafka_offset)
     >= (orders_curated._kafka_timestamp, orders_curated._kafka_offset);
+
+-- The status, from the newest event that carried one.
+update orders_curated
+set
+  status           = i.status,
+  status_timestamp = i.status_timestamp,
+  status_offset    = i.status_offset,
+  updated_at       = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+from int_orders as i
+where i.order_id = orders_curated.order_id
+  and i.status is not null
+  and (orders_curated.status_timestamp is null
+       or (i.status_timestamp, i.status_offset)
+          >= (orders_curated.status_timestamp, orders_curated.status_offset));

@@ -1,7 +1,7 @@
 -- revenue_hourly: revenue of non-cancelled orders by the hour of their latest
 -- event, maintained incrementally: each batch takes out the contribution of
--- the versions it replaced and adds the versions it stored. The cost follows
--- the batch, not the table. (The rolling_aggregates recipe shows the other
+-- its orders as they were (orders_before) and adds them as they are now. The
+-- cost follows the batch, not the table. (The rolling_aggregates recipe shows the other
 -- way: recompute the touched groups from the curated table.)
 
 drop table if exists temp.revenue_delta;
@@ -11,16 +11,13 @@ select hour, region, category, currency, sum(orders) as orders, sum(revenue) as 
 from (
   select event_hour as hour, region, category, coalesce(currency, 'unknown') as currency,
          -1 as orders, -coalesce(amount, 0) as revenue
-  from replaced_orders
+  from orders_before
   where status <> 'cancelled' and event_hour is not null
   union all
   select c.event_hour, c.region, c.category, coalesce(c.currency, 'unknown'),
          1, coalesce(c.amount, 0)
   from orders_curated as c
-  join int_orders as i
-    on i.order_id = c.order_id
-   and i._kafka_timestamp = c._kafka_timestamp
-   and i._kafka_offset = c._kafka_offset
+  join int_orders as i on i.order_id = c.order_id
   where c.status <> 'cancelled' and c.event_hour is not null
 )
 group by 1, 2, 3, 4;
