@@ -268,14 +268,14 @@ def user_tables(conn, skip_tables):
 
 
 def compared_columns(conn, table):
-    """Columns that must agree across contenders: not the time of writing (*_at), not offsets.
+    """Columns that must agree across contenders: not the time of writing (*_at), not offsets (*_offset).
 
     Offsets are left out because sqlite_floor cannot know which partition
     librdkafka's partitioner picked at random for a keyless (malformed) line,
     which shifts later offsets in that partition.
     """
     return [(name, (decl or "").upper()) for _, name, decl, *_ in conn.execute(f'pragma table_info("{table}")')
-            if not name.endswith("_at") and name != "_kafka_offset"]
+            if not name.endswith("_at") and not name.endswith("_offset")]
 
 
 def table_differences(db_path, reference_path, table, limit=5):
