@@ -737,18 +737,5 @@ def report(args, version, reader, producer, achieved, figures, max_messages, max
     print(f"appended to {csv_path}")
 
 
-def on_signal(signum, _frame):
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 if __name__ == "__main__":
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, on_signal)
-    try:
-        main()
-    except BenchError as error:
-        print(f"bench/freshness.py: {error}", file=sys.stderr)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        print("bench/freshness.py: interrupted; children and threads stopped", file=sys.stderr)
-        sys.exit(130)
+    bench.run_main(main, "bench/freshness.py")

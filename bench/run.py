@@ -597,14 +597,21 @@ def on_signal(signum, _frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-if __name__ == "__main__":
+def run_main(main, script):
+    """Runs `main` with SIGTERM/SIGHUP stopping it like Ctrl-C, and exits 1 on a BenchError, 130 when interrupted.
+
+    Children are stopped by `main`'s own cleanup on the way out."""
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, on_signal)
     try:
         main()
     except BenchError as error:
-        print(f"bench/run.py: {error}", file=sys.stderr)
+        print(f"{script}: {error}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
-        print("bench/run.py: interrupted; children stopped", file=sys.stderr)
+        print(f"{script}: interrupted; children stopped", file=sys.stderr)
         sys.exit(130)
+
+
+if __name__ == "__main__":
+    run_main(main, "bench/run.py")

@@ -780,18 +780,5 @@ def main():
             shutil.rmtree(work, ignore_errors=True)
 
 
-def on_signal(signum, _frame):
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 if __name__ == "__main__":
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, on_signal)
-    try:
-        main()
-    except BenchError as error:
-        print(f"bench/scaling.py: {error}", file=sys.stderr)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        print("bench/scaling.py: interrupted; children stopped", file=sys.stderr)
-        sys.exit(130)
+    bench.run_main(main, "bench/scaling.py")

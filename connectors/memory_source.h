@@ -38,8 +38,6 @@ class MemorySource : public BatchSource {
   void Close() override {}
   std::string Describe() const override { return name_; }
 
-  bool drained() const { return next_ >= messages_.size(); }
-
  private:
   std::vector<Message> messages_;
   std::string name_;

@@ -471,7 +471,10 @@ bool IsCleanUtf8(std::string_view text) {
   return true;
 }
 
-void BindMetadata(Statement* stmt, int first, const Message& message) {
+// `value_is_clean`: the value is known to be valid UTF-8 without NUL bytes
+// (RowParser accepted it: it checks for NULs and validates the encoding), so
+// it need not be scanned again.
+void BindMetadata(Statement* stmt, int first, const Message& message, bool value_is_clean) {
   stmt->BindText(first, message.topic, true);
   stmt->BindInt(first + 1, message.partition);
   stmt->BindInt(first + 2, message.offset);
@@ -481,7 +484,7 @@ void BindMetadata(Statement* stmt, int first, const Message& message) {
   else if (IsCleanUtf8(*message.key)) stmt->BindText(first + 4, *message.key, true);
   else stmt->BindBlob(first + 4, *message.key, true);
   if (!message.value) stmt->BindNull(first + 5);
-  else if (IsCleanUtf8(*message.value)) stmt->BindText(first + 5, *message.value, true);
+  else if (value_is_clean || IsCleanUtf8(*message.value)) stmt->BindText(first + 5, *message.value, true);
   else stmt->BindBlob(first + 5, *message.value, true);
 }
 
@@ -492,7 +495,7 @@ Status StagingWriter::Write(const Message& message, int64_t run_id, StageCounts*
   Status parsed = parser_.Parse(message.value);
   counts->parse_ms += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - parse_start).count();
   if (!parsed.ok()) {
-    BindMetadata(&quarantine_, 1, message);
+    BindMetadata(&quarantine_, 1, message, false);
     quarantine_.BindText(7, parsed.message());
     quarantine_.BindInt(8, run_id);
     Status st = quarantine_.Run();
@@ -512,7 +515,7 @@ Status StagingWriter::Write(const Message& message, int64_t run_id, StageCounts*
     }
     ++index;
   }
-  BindMetadata(&insert_, index, message);
+  BindMetadata(&insert_, index, message, true);
   insert_.BindInt(index + 6, run_id);
   Status st = insert_.Run();
   insert_.Reset();

@@ -30,39 +30,6 @@ std::string Tail(const std::string& text, size_t max = 4000) {
   return text.size() > max ? "...\n" + text.substr(text.size() - max) : text;
 }
 
-// Rows of `sql`, each as "a|b|c" (NULL as "NULL"); a failure is reported.
-Rows QueryRows(const std::string& path, const std::string& sql) {
-  Rows rows;
-  sqlite3* db = nullptr;
-  if (access(path.c_str(), F_OK) != 0 || sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr) != SQLITE_OK) {
-    ADD_FAILURE() << "cannot open " << path;
-    sqlite3_close(db);
-    return rows;
-  }
-  sqlite3_stmt* stmt = nullptr;
-  if (sqlite3_prepare_v2(db, sql.c_str(), -1, &stmt, nullptr) != SQLITE_OK) {
-    ADD_FAILURE() << sql << ": " << sqlite3_errmsg(db);
-    sqlite3_close(db);
-    return rows;
-  }
-  while (sqlite3_step(stmt) == SQLITE_ROW) {
-    std::string row;
-    for (int column = 0; column < sqlite3_column_count(stmt); ++column) {
-      if (column) row += "|";
-      const unsigned char* text = sqlite3_column_text(stmt, column);
-      row += text ? std::string(reinterpret_cast<const char*>(text), sqlite3_column_bytes(stmt, column)) : "NULL";
-    }
-    rows.push_back(row);
-  }
-  sqlite3_finalize(stmt);
-  sqlite3_close(db);
-  return rows;
-}
-
-std::string One(const std::string& path, const std::string& sql) {
-  Rows rows = QueryRows(path, sql);
-  return rows.empty() ? "<no row>" : rows[0];
-}
 
 std::string Quote(const std::string& text) {
   std::string out = "'";
@@ -203,14 +170,14 @@ TEST(HostileInput, EachBadMessageIsQuarantinedWithItsReasonOrStagedNeverDropped)
   for (int64_t offset = 0; offset < n; ++offset) {
     const Case& c = cases[offset];
     std::string where = " WHERE off = " + std::to_string(offset);
-    Rows quarantined = QueryRows(db, "SELECT error FROM _sluice_quarantine WHERE \"offset\" = " + std::to_string(offset));
-    std::string staged = One(db, "SELECT count(*) FROM seen" + where);
+    Rows quarantined = testing::Query(db, "SELECT error FROM _sluice_quarantine WHERE \"offset\" = " + std::to_string(offset));
+    std::string staged = testing::QueryOne(db, "SELECT count(*) FROM seen" + where);
     if (c.reason.empty()) {
       EXPECT_EQ(staged, "1") << c.name << ": expected staged once; quarantined as: "
                              << ::testing::PrintToString(quarantined);
       EXPECT_TRUE(quarantined.empty()) << c.name;
       if (!c.check_sql.empty() && staged == "1") {
-        EXPECT_EQ(One(db, "SELECT " + c.check_sql + " FROM seen" + where), c.check_result) << c.name;
+        EXPECT_EQ(testing::QueryOne(db, "SELECT " + c.check_sql + " FROM seen" + where), c.check_result) << c.name;
       }
     } else {
       EXPECT_EQ(staged, "0") << c.name << ": expected quarantine (" << c.reason << ") but it was staged";
@@ -222,28 +189,28 @@ TEST(HostileInput, EachBadMessageIsQuarantinedWithItsReasonOrStagedNeverDropped)
   }
   // The quarantine keeps the message as it came: key, value (as a BLOB when
   // it is not clean UTF-8) and where it came from.
-  EXPECT_EQ(One(db, "SELECT hex(value) FROM _sluice_quarantine WHERE \"offset\" = 10"), "7B226964223A22FF227D");
-  EXPECT_EQ(One(db, "SELECT hex(value) FROM _sluice_quarantine WHERE \"offset\" = 13"), "7B226964223A22610062227D");
-  EXPECT_EQ(One(db, "SELECT count(*) FROM _sluice_quarantine WHERE topic <> 'hostile' OR \"partition\" <> 0 OR "
+  EXPECT_EQ(testing::QueryOne(db, "SELECT hex(value) FROM _sluice_quarantine WHERE \"offset\" = 10"), "7B226964223A22FF227D");
+  EXPECT_EQ(testing::QueryOne(db, "SELECT hex(value) FROM _sluice_quarantine WHERE \"offset\" = 13"), "7B226964223A22610062227D");
+  EXPECT_EQ(testing::QueryOne(db, "SELECT count(*) FROM _sluice_quarantine WHERE topic <> 'hostile' OR \"partition\" <> 0 OR "
                     "key IS NOT 'k' OR run_id IS NULL"),
             "0");
   // staged + quarantined == fetched, per run and in total, and every offset once.
-  EXPECT_EQ(One(db, "SELECT sum(messages) || '|' || sum(staged + quarantined) FROM _sluice_runs WHERE status = 'ok'"),
+  EXPECT_EQ(testing::QueryOne(db, "SELECT sum(messages) || '|' || sum(staged + quarantined) FROM _sluice_runs WHERE status = 'ok'"),
             std::to_string(n) + "|" + std::to_string(n));
-  EXPECT_EQ(One(db, "SELECT count(*) FROM _sluice_runs WHERE status <> 'ok' OR staged + quarantined <> messages"), "0");
-  EXPECT_EQ(One(db, "SELECT (SELECT count(*) FROM seen) || '|' || (SELECT count(*) FROM _sluice_quarantine)"),
-            One(db, "SELECT sum(staged) || '|' || sum(quarantined) FROM _sluice_runs WHERE status = 'ok'"));
-  EXPECT_EQ(One(db, "SELECT count(DISTINCT off) || '|' || min(off) || '|' || max(off) FROM "
+  EXPECT_EQ(testing::QueryOne(db, "SELECT count(*) FROM _sluice_runs WHERE status <> 'ok' OR staged + quarantined <> messages"), "0");
+  EXPECT_EQ(testing::QueryOne(db, "SELECT (SELECT count(*) FROM seen) || '|' || (SELECT count(*) FROM _sluice_quarantine)"),
+            testing::QueryOne(db, "SELECT sum(staged) || '|' || sum(quarantined) FROM _sluice_runs WHERE status = 'ok'"));
+  EXPECT_EQ(testing::QueryOne(db, "SELECT count(DISTINCT off) || '|' || min(off) || '|' || max(off) FROM "
                     "(SELECT off FROM seen UNION ALL SELECT \"offset\" FROM _sluice_quarantine)"),
             "" + std::to_string(n) + "|0|" + std::to_string(n - 1));
-  EXPECT_EQ(One(db, "SELECT next_offset FROM _sluice_offsets"), std::to_string(n));
-  EXPECT_EQ(One(db, "PRAGMA integrity_check"), "ok");
-  for (const auto& row : QueryRows(db, "SELECT \"offset\", error FROM _sluice_quarantine ORDER BY 1")) {
+  EXPECT_EQ(testing::QueryOne(db, "SELECT next_offset FROM _sluice_offsets"), std::to_string(n));
+  EXPECT_EQ(testing::QueryOne(db, "PRAGMA integrity_check"), "ok");
+  for (const auto& row : testing::Query(db, "SELECT \"offset\", error FROM _sluice_quarantine ORDER BY 1")) {
     size_t bar = row.find('|');
     std::cout << "[ hostile ] " << cases[std::stoll(row.substr(0, bar))].name << " -> " << row.substr(bar + 1) << "\n";
   }
-  std::cout << "[ hostile ] " << n << " messages: " << One(db, "SELECT count(*) FROM seen") << " staged, "
-            << One(db, "SELECT count(*) FROM _sluice_quarantine") << " quarantined" << std::endl;
+  std::cout << "[ hostile ] " << n << " messages: " << testing::QueryOne(db, "SELECT count(*) FROM seen") << " staged, "
+            << testing::QueryOne(db, "SELECT count(*) FROM _sluice_quarantine") << " quarantined" << std::endl;
 }
 
 // README: undeclared fields are reachable with json_extract(_kafka_value, ...).
@@ -268,10 +235,10 @@ TEST(HostileInput, DeeplyNestedMessageDoesNotFailStepsThatUseJsonExtract) {
                      << Tail(output);
   // Both normal messages got through; the deep ones were staged or
   // quarantined, and staged + quarantined == fetched.
-  EXPECT_EQ(QueryRows(db, "SELECT id FROM seen WHERE id IN ('before', 'after') ORDER BY off"),
+  EXPECT_EQ(testing::Query(db, "SELECT id FROM seen WHERE id IN ('before', 'after') ORDER BY off"),
             (Rows{"before", "after"}));
-  EXPECT_EQ(One(db, "SELECT (SELECT count(*) FROM seen) + (SELECT count(*) FROM _sluice_quarantine)"), "4");
-  EXPECT_EQ(One(db, "SELECT count(*) FROM seen WHERE id_extracted IS NOT id"), "0");
+  EXPECT_EQ(testing::QueryOne(db, "SELECT (SELECT count(*) FROM seen) + (SELECT count(*) FROM _sluice_quarantine)"), "4");
+  EXPECT_EQ(testing::QueryOne(db, "SELECT count(*) FROM seen WHERE id_extracted IS NOT id"), "0");
 }
 
 // The embedded broker keeps at most 5 MiB per partition and evicts a larger
@@ -300,10 +267,10 @@ TEST(HostileInput, FourMebibyteMessageThroughKafkaIsStaged) {
   std::string output;
   int code = RunSluice({"run", dir.path(), "--brokers", broker->bootstrap()}, &output);
   ASSERT_EQ(code, 0) << Tail(output);
-  EXPECT_EQ(QueryRows(db, "SELECT off, id, n_int, value_len FROM seen ORDER BY off"),
+  EXPECT_EQ(testing::Query(db, "SELECT off, id, n_int, value_len FROM seen ORDER BY off"),
             (Rows{"0|small1|NULL|15", "1|big|7|" + std::to_string(big.size()), "2|small2|NULL|15"}));
-  EXPECT_EQ(One(db, "SELECT count(*) FROM _sluice_quarantine"), "0");
-  EXPECT_EQ(One(db, "SELECT next_offset FROM _sluice_offsets"), "3");
+  EXPECT_EQ(testing::QueryOne(db, "SELECT count(*) FROM _sluice_quarantine"), "0");
+  EXPECT_EQ(testing::QueryOne(db, "SELECT next_offset FROM _sluice_offsets"), "3");
 }
 
 TEST(HostileInput, TenMebibyteMessageIsStagedThroughFileSource) {
@@ -316,10 +283,10 @@ TEST(HostileInput, TenMebibyteMessageIsStagedThroughFileSource) {
   int code = RunSluice({"run", dir.path(), "--from-file", dir / "big.jsonl"}, &output);
   ASSERT_EQ(code, 0) << Tail(output);
   // FileSource: offsets are line numbers.
-  EXPECT_EQ(QueryRows(db, "SELECT off, id, n_int, value_len FROM seen ORDER BY off"),
+  EXPECT_EQ(testing::Query(db, "SELECT off, id, n_int, value_len FROM seen ORDER BY off"),
             (Rows{"1|small1|NULL|15", "2|big|7|" + std::to_string(big.size()), "3|small2|NULL|15"}));
-  EXPECT_EQ(One(db, "SELECT count(*) FROM _sluice_quarantine"), "0");
-  EXPECT_EQ(One(db, "SELECT sum(messages) || '|' || sum(staged) FROM _sluice_runs WHERE status = 'ok'"), "3|3");
+  EXPECT_EQ(testing::QueryOne(db, "SELECT count(*) FROM _sluice_quarantine"), "0");
+  EXPECT_EQ(testing::QueryOne(db, "SELECT sum(messages) || '|' || sum(staged) FROM _sluice_runs WHERE status = 'ok'"), "3|3");
 }
 
 // ---------------------------------------------------------------------------
@@ -342,7 +309,7 @@ TEST(HostileInput, SeedFileNameWithSqlIsRejectedBeforeAnythingIsConsumed) {
   testing::ProduceValues(broker->bootstrap(), "orders", {R"({"id":"o1"})", R"({"id":"o2"})"});
   std::string output;
   ASSERT_EQ(RunSluice({"run", dir.path(), "--brokers", broker->bootstrap()}, &output), 0) << output;
-  ASSERT_EQ(One(db, "SELECT count(*) FROM orders_curated"), "2");
+  ASSERT_EQ(testing::QueryOne(db, "SELECT count(*) FROM orders_curated"), "2");
 
   const std::string seed = "x; DROP TABLE orders_curated.csv";
   testing::WriteFile(dir / ("seeds/" + seed), "a,b\n1,2\n");
@@ -353,10 +320,10 @@ TEST(HostileInput, SeedFileNameWithSqlIsRejectedBeforeAnythingIsConsumed) {
   EXPECT_TRUE(Contains(output, "rename the file")) << output;
   EXPECT_TRUE(Contains(output, "nothing was consumed")) << output;
   // Nothing ran: the table is intact and the new message was not consumed.
-  EXPECT_EQ(One(db, "SELECT count(*) FROM orders_curated"), "2");
-  EXPECT_EQ(One(db, "SELECT next_offset FROM _sluice_offsets"), "2");
-  EXPECT_EQ(One(db, "SELECT count(*) FROM sqlite_master WHERE name LIKE 'x;%'"), "0");
-  EXPECT_EQ(One(db, "SELECT count(*) FROM _sluice_seeds"), "0");
+  EXPECT_EQ(testing::QueryOne(db, "SELECT count(*) FROM orders_curated"), "2");
+  EXPECT_EQ(testing::QueryOne(db, "SELECT next_offset FROM _sluice_offsets"), "2");
+  EXPECT_EQ(testing::QueryOne(db, "SELECT count(*) FROM sqlite_master WHERE name LIKE 'x;%'"), "0");
+  EXPECT_EQ(testing::QueryOne(db, "SELECT count(*) FROM _sluice_seeds"), "0");
   // `sluice validate` says the same without touching the database.
   code = RunSluice({"validate", dir.path()}, &output);
   EXPECT_NE(code, 0) << output;
@@ -381,12 +348,12 @@ TEST(HostileInput, SeedHeaderCellsWithQuotesBecomeLiteralColumns) {
   std::string output;
   int code = RunSluice({"run", dir.path(), "--brokers", broker->bootstrap()}, &output);
   ASSERT_EQ(code, 0) << output;
-  EXPECT_EQ(QueryRows(db, "SELECT name FROM pragma_table_info('dims') ORDER BY cid"),
+  EXPECT_EQ(testing::Query(db, "SELECT name FROM pragma_table_info('dims') ORDER BY cid"),
             (Rows{"id", "a\"b", "c\"d", evil, "'e'"}));
-  EXPECT_EQ(One(db, "SELECT \"a\"\"b\" FROM dims"), "one");
-  EXPECT_EQ(QueryRows(db, "SELECT id, topic FROM orders_curated ORDER BY topic"),
+  EXPECT_EQ(testing::QueryOne(db, "SELECT \"a\"\"b\" FROM dims"), "one");
+  EXPECT_EQ(testing::Query(db, "SELECT id, topic FROM orders_curated ORDER BY topic"),
             (Rows{"o1|orders", "one/two/three/four|seed"}));
-  EXPECT_EQ(One(db, "SELECT count(*) FROM sqlite_master WHERE name = 'orders_curated'"), "1");
+  EXPECT_EQ(testing::QueryOne(db, "SELECT count(*) FROM sqlite_master WHERE name = 'orders_curated'"), "1");
 }
 
 TEST(HostileInput, ColumnNameWithQuoteIsRejected) {
@@ -412,11 +379,11 @@ TEST(HostileInput, TopicNameWithQuotesFlowsIntoKafkaTopicAndOffsets) {
   std::string output;
   int code = RunSluice({"run", dir.path(), "--brokers", broker->bootstrap()}, &output);
   ASSERT_EQ(code, 0) << output;
-  EXPECT_EQ(QueryRows(db, "SELECT id, topic FROM orders_curated ORDER BY id"),
+  EXPECT_EQ(testing::Query(db, "SELECT id, topic FROM orders_curated ORDER BY id"),
             (Rows{"q1|" + topic, "q2|" + topic, "q3|" + topic}));
-  EXPECT_EQ(QueryRows(db, "SELECT topic, \"partition\", next_offset FROM _sluice_offsets ORDER BY 2"),
+  EXPECT_EQ(testing::Query(db, "SELECT topic, \"partition\", next_offset FROM _sluice_offsets ORDER BY 2"),
             (Rows{topic + "|0|2", topic + "|1|1"}));
-  EXPECT_EQ(One(db, "SELECT group_concat(DISTINCT json_extract(j.value, '$.topic')) FROM _sluice_runs r, "
+  EXPECT_EQ(testing::QueryOne(db, "SELECT group_concat(DISTINCT json_extract(j.value, '$.topic')) FROM _sluice_runs r, "
                     "json_each(r.offsets) j"),
             topic);
   EXPECT_TRUE(Contains(output, "from " + topic + "[0..1]")) << output;
@@ -424,8 +391,8 @@ TEST(HostileInput, TopicNameWithQuotesFlowsIntoKafkaTopicAndOffsets) {
   testing::ProduceValues(broker->bootstrap(), topic, {R"({"id":"q4"})"}, 1);
   code = RunSluice({"run", dir.path(), "--brokers", broker->bootstrap()}, &output);
   ASSERT_EQ(code, 0) << output;
-  EXPECT_EQ(One(db, "SELECT count(*) || '|' || count(DISTINCT id) FROM orders_curated"), "4|4");
-  EXPECT_EQ(One(db, "SELECT count(*) FROM _sluice_offsets WHERE topic = " + Quote(topic)), "2");
+  EXPECT_EQ(testing::QueryOne(db, "SELECT count(*) || '|' || count(DISTINCT id) FROM orders_curated"), "4|4");
+  EXPECT_EQ(testing::QueryOne(db, "SELECT count(*) FROM _sluice_offsets WHERE topic = " + Quote(topic)), "2");
 }
 
 }  // namespace
