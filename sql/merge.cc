@@ -11,8 +11,11 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstdint>
 #include <map>
+#include <mutex>
 #include <set>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -26,6 +29,13 @@ const char* const kGrammar =
     "[WHEN NOT MATCHED [AND cond] THEN INSERT * | INSERT (col, ...) VALUES (expr, ...)]";
 
 constexpr size_t kNone = std::string_view::npos;
+
+// The SQL function that gives a source key the target column's affinity:
+// sluice_merge_key(value, 'INTEGER' | 'TEXT' | 'BLOB' | 'REAL' | 'NUMERIC').
+constexpr const char* kKeyFunction = "sluice_merge_key";
+
+// A plan cache holds at most this many statements per connection.
+constexpr size_t kMaxCachedPlans = 256;
 
 std::string Lower(std::string_view text) {
   std::string lower(text);
@@ -253,9 +263,41 @@ class Tokens {
   std::vector<Token> tokens_;
 };
 
+// The token just past the common table expressions that start at `pos`
+// (after WITH [RECURSIVE]): name [(columns)] AS [[NOT] MATERIALIZED] (...)
+// [, ...]; kNone when they are not well formed.
+size_t SkipCommonTableExpressions(const Tokens& tokens, size_t pos) {
+  auto skip_parentheses = [&](size_t at) -> size_t {
+    if (!tokens.IsSymbol(at, "(")) return kNone;
+    int depth = 0;
+    for (; at < tokens.size(); ++at) {
+      if (tokens.IsSymbol(at, "(")) ++depth;
+      if (tokens.IsSymbol(at, ")") && --depth == 0) return at + 1;
+    }
+    return kNone;
+  };
+  while (true) {
+    if (!tokens.IsName(pos)) return kNone;
+    ++pos;
+    if (tokens.IsSymbol(pos, "(")) {
+      pos = skip_parentheses(pos);
+      if (pos == kNone) return kNone;
+    }
+    if (!tokens.IsWord(pos, "AS")) return kNone;
+    ++pos;
+    if (tokens.IsWord(pos, "NOT")) ++pos;
+    if (tokens.IsWord(pos, "MATERIALIZED")) ++pos;
+    pos = skip_parentheses(pos);
+    if (pos == kNone) return kNone;
+    if (!tokens.IsSymbol(pos, ",")) return pos;
+    ++pos;
+  }
+}
+
 struct KeyEquality {
   Name column;  // target column
-  Span source;  // the source expression ON equates it with
+  Span source;  // the source expression ON equates it with, without a trailing COLLATE
+  std::vector<std::string> collations;  // collations ON names in the source expression (outside parentheses)
 };
 
 // A value for a target column: an expression of the analyst's, or (for `*`)
@@ -272,6 +314,9 @@ struct Assignment {
 
 // A parsed MERGE, before the database is consulted.
 struct MergeSpec {
+  std::string with_text;      // "WITH [RECURSIVE] cte AS (...), ..." as written, or empty
+  std::string with_list;      // the same without WITH [RECURSIVE]: "cte AS (...), ..."
+  bool with_recursive = false;
   std::string target_text;    // as written, with its schema if any
   std::string target_schema;  // empty: SQLite's usual search order
   Name target;
@@ -300,7 +345,20 @@ class Parser {
 
   Result<MergeSpec> Parse() {
     MergeSpec spec;
-    SLUICE_RETURN_IF_ERROR(ExpectWord("MERGE", "at the start"));
+    if (tokens_.IsWord(pos_, "WITH")) {
+      size_t with_start = pos_++;
+      spec.with_recursive = tokens_.IsWord(pos_, "RECURSIVE");
+      if (spec.with_recursive) ++pos_;
+      size_t list_start = pos_;
+      size_t end = SkipCommonTableExpressions(tokens_, pos_);
+      if (end == kNone) {
+        return Syntax("expected WITH name [(columns)] AS (select ...) [, ...] before MERGE, found " + Found());
+      }
+      pos_ = end;
+      spec.with_list = tokens_.Slice({list_start, pos_});
+      spec.with_text = tokens_.Slice({with_start, pos_});
+    }
+    SLUICE_RETURN_IF_ERROR(ExpectWord("MERGE", spec.with_text.empty() ? "at the start" : "after the WITH clause"));
     SLUICE_RETURN_IF_ERROR(ExpectWord("INTO", "after MERGE"));
     size_t target_start = pos_;
     Result<Name> target = ParseName("the target table");
@@ -510,7 +568,21 @@ class Parser {
         return Syntax("in ON, each target column must be equated with an expression of the source only; '" +
                       shown + "' is not");
       }
-      spec->keys.push_back({tokens_.NameAt(target.first + 2), source});
+      KeyEquality key{tokens_.NameAt(target.first + 2), source, {}};
+      depth = 0;
+      for (size_t index = source.first; index < source.last; ++index) {
+        if (depth == 0 && tokens_.IsWord(index, "COLLATE") && tokens_.IsName(index + 1)) {
+          key.collations.push_back(tokens_.NameAt(index + 1).name);
+        }
+        depth = std::max(0, depth + tokens_.Nesting(index));
+      }
+      // s.k COLLATE nocase: the collation is checked against the index's when
+      // the database is read; the value is s.k.
+      while (key.source.size() > 2 && tokens_.IsWord(key.source.last - 2, "COLLATE") &&
+             tokens_.IsName(key.source.last - 1)) {
+        key.source = tokens_.Unwrap({key.source.first, key.source.last - 2});
+      }
+      spec->keys.push_back(key);
     }
     return Status::Ok();
   }
@@ -636,11 +708,24 @@ class Parser {
   std::string prefix_ = "MERGE";  // "MERGE INTO <target>" once the target is read
 };
 
+// A unique key of the target: the columns of a primary key or of a
+// non-partial unique index on plain columns, each with the collation the
+// index compares it with. `rowid` marks an INTEGER PRIMARY KEY, which has no
+// index (the rowid is the key) and takes a new rowid for NULL.
+struct UniqueKey {
+  std::string index;  // the index's name; empty for the rowid
+  bool rowid = false;
+  std::vector<std::string> columns;
+  std::vector<std::string> collations;  // per column, as the index names them (BINARY, NOCASE, RTRIM, ...)
+};
+
 // What the database says about the target table.
 struct TargetInfo {
-  std::vector<std::string> columns;                   // in declared order
-  std::map<std::string, std::string> defaults;        // lowercased column -> default expression ("" for none)
-  std::vector<std::vector<std::string>> unique_keys;  // primary key, then unique indexes
+  std::string schema;                             // where it was found: main, temp or an attached name
+  std::vector<std::string> columns;               // in declared order
+  std::map<std::string, std::string> defaults;    // lowercased column -> default expression ("" for none)
+  std::map<std::string, std::string> affinities;  // lowercased column -> INTEGER, TEXT, BLOB, REAL or NUMERIC
+  std::vector<UniqueKey> unique_keys;             // primary key first
 };
 
 // A pragma table-valued function call: pragma_index_list('t', 'main').
@@ -650,12 +735,26 @@ std::string PragmaCall(const char* pragma, const std::string& argument, const st
   return call + ")";
 }
 
-// Reads the target's kind, columns, defaults and unique keys. Partial unique
-// indexes and indexes on expressions are left out: ON t.col = ... cannot use
-// them as an upsert's conflict target.
+// The affinity SQLite gives a column declared `declared`, by its rules (the
+// first that applies: INT, then CHAR/CLOB/TEXT, then BLOB or no type, then
+// REAL/FLOA/DOUB, else NUMERIC). In a STRICT table ANY keeps values as given.
+std::string AffinityOf(const std::string& declared, bool strict) {
+  std::string type = Lower(declared);
+  auto has = [&](const char* part) { return type.find(part) != std::string::npos; };
+  if (strict && type == "any") return "BLOB";
+  if (has("int")) return "INTEGER";
+  if (has("char") || has("clob") || has("text")) return "TEXT";
+  if (has("blob") || type.empty()) return "BLOB";
+  if (has("real") || has("floa") || has("doub")) return "REAL";
+  return "NUMERIC";
+}
+
+// Reads the target's kind, columns, defaults, affinities and unique keys.
+// Partial unique indexes and indexes on expressions are left out: ON t.col =
+// ... cannot use them as an upsert's conflict target.
 Result<TargetInfo> ReadTarget(Database* db, const MergeSpec& spec) {
-  std::string kind_sql = "SELECT type FROM pragma_table_list WHERE name = " + QuoteLiteral(spec.target.name) +
-                         " COLLATE NOCASE";
+  std::string kind_sql = "SELECT type, schema, strict FROM pragma_table_list WHERE name = " +
+                         QuoteLiteral(spec.target.name) + " COLLATE NOCASE";
   if (!spec.target_schema.empty()) kind_sql += " AND schema = " + QuoteLiteral(spec.target_schema) + " COLLATE NOCASE";
   kind_sql += " ORDER BY schema = 'temp' DESC, schema = 'main' DESC LIMIT 1";  // SQLite's search order
   Result<Statement> kind = db->Prepare(kind_sql);
@@ -666,11 +765,13 @@ Result<TargetInfo> ReadTarget(Database* db, const MergeSpec& spec) {
   if (kind->ColumnText(0) != "table") {
     return Status::SqlError(spec.target_text + " is a " + kind->ColumnText(0) + "; MERGE writes to a table");
   }
-
   TargetInfo info;
+  info.schema = kind->ColumnText(1);
+  bool strict = kind->ColumnInt(2) != 0;
+
   std::vector<std::pair<int64_t, std::string>> primary_key;
-  Result<Statement> columns = db->Prepare("SELECT name, dflt_value, pk FROM " +
-                                          PragmaCall("table_info", spec.target.name, spec.target_schema));
+  Result<Statement> columns =
+      db->Prepare("SELECT name, dflt_value, pk, type FROM " + PragmaCall("table_info", spec.target.name, info.schema));
   if (!columns.ok()) return columns.status();
   while (true) {
     Result<bool> row = columns->Step();
@@ -679,42 +780,51 @@ Result<TargetInfo> ReadTarget(Database* db, const MergeSpec& spec) {
     std::string name = columns->ColumnText(0);
     info.columns.push_back(name);
     info.defaults[Lower(name)] = columns->ColumnText(1);
+    info.affinities[Lower(name)] = AffinityOf(columns->ColumnText(3), strict);
     if (columns->ColumnInt(2) > 0) primary_key.emplace_back(columns->ColumnInt(2), name);
   }
-  if (!primary_key.empty()) {
-    std::sort(primary_key.begin(), primary_key.end());
-    info.unique_keys.emplace_back();
-    for (const auto& column : primary_key) info.unique_keys.back().push_back(column.second);
-  }
 
-  Result<Statement> indexes = db->Prepare("SELECT name FROM " +
-                                          PragmaCall("index_list", spec.target.name, spec.target_schema) +
-                                          " WHERE \"unique\" AND NOT partial ORDER BY seq DESC");
+  bool primary_key_indexed = false;
+  Result<Statement> indexes = db->Prepare("SELECT name, origin FROM " +
+                                          PragmaCall("index_list", spec.target.name, info.schema) +
+                                          " WHERE \"unique\" AND NOT partial ORDER BY origin <> 'pk', seq");
   if (!indexes.ok()) return indexes.status();
   while (true) {
     Result<bool> row = indexes->Step();
     if (!row.ok()) return row.status();
     if (!*row) break;
-    Result<Statement> index_columns = db->Prepare(
-        "SELECT name FROM " + PragmaCall("index_info", indexes->ColumnText(0), spec.target_schema) + " ORDER BY seqno");
+    UniqueKey key;
+    key.index = indexes->ColumnText(0);
+    primary_key_indexed = primary_key_indexed || indexes->ColumnText(1) == "pk";
+    Result<Statement> index_columns = db->Prepare("SELECT name, coll, cid FROM " +
+                                                  PragmaCall("index_xinfo", key.index, info.schema) +
+                                                  " WHERE key ORDER BY seqno");
     if (!index_columns.ok()) return index_columns.status();
-    std::vector<std::string> key;
     bool on_expression = false;
     while (true) {
       Result<bool> column = index_columns->Step();
       if (!column.ok()) return column.status();
       if (!*column) break;
-      on_expression = on_expression || index_columns->IsNull(0);
-      key.push_back(index_columns->ColumnText(0));
+      on_expression = on_expression || index_columns->ColumnInt(2) < 0;
+      key.columns.push_back(index_columns->ColumnText(0));
+      key.collations.push_back(index_columns->ColumnText(1));
     }
     if (!on_expression) info.unique_keys.push_back(key);
+  }
+  if (primary_key.size() == 1 && !primary_key_indexed) {
+    // INTEGER PRIMARY KEY: the rowid itself, compared as an integer.
+    UniqueKey key;
+    key.rowid = true;
+    key.columns.push_back(primary_key[0].second);
+    key.collations.push_back("BINARY");
+    info.unique_keys.insert(info.unique_keys.begin(), key);
   }
   return info;
 }
 
-// The source's column names, from preparing SELECT * over it.
-Result<std::vector<std::string>> SourceColumns(Database* db, const std::string& source) {
-  Result<Statement> stmt = db->Prepare("SELECT * FROM " + source);
+// The source's column names, from preparing `select_star` (SELECT * over it).
+Result<std::vector<std::string>> SourceColumns(Database* db, const std::string& select_star) {
+  Result<Statement> stmt = db->Prepare(select_star);
   if (!stmt.ok()) return stmt.status();
   std::vector<std::string> columns;
   for (int column = 0; column < sqlite3_column_count(stmt->get()); ++column) {
@@ -732,6 +842,12 @@ struct Translation {
   std::string prefix;                    // "MERGE INTO orders_curated"
   std::vector<std::string> key_columns;  // target columns, in ON order
   std::vector<std::string> key_sources;  // their source expressions, as written
+  // What the plan depends on besides the statement's text, for the cache.
+  std::string target_name;               // the table's name, unquoted
+  std::string target_schema;             // the schema it was found in
+  bool target_qualified = false;         // written with its schema
+  std::string select_star;               // for UPDATE SET * / INSERT *: SELECT * over the source
+  std::vector<std::string> source_columns;  // ... and the columns it had
 };
 
 // Builds the SQL of a parsed MERGE from the target's schema.
@@ -740,7 +856,9 @@ class Translator {
   Translator(const Tokens& tokens, const MergeSpec& spec)
       : tokens_(tokens), spec_(spec), prefix_("MERGE INTO " + spec.target_text) {}
 
-  Result<Translation> Translate(Database* db) {
+  // Reads the schema and builds the statements; with `validate`, also
+  // prepares them, so that their mistakes are the MERGE's.
+  Result<Translation> Translate(Database* db, bool validate) {
     Result<TargetInfo> target = ReadTarget(db, spec_);
     if (!target.ok()) return target.status().WithContext(prefix_);
     target_ = *target;
@@ -748,11 +866,18 @@ class Translator {
 
     Translation translation;
     translation.prefix = prefix_;
+    translation.target_name = spec_.target.name;
+    translation.target_schema = target_.schema;
+    translation.target_qualified = !spec_.target_schema.empty();
     SLUICE_RETURN_IF_ERROR(ResolveKeys(&translation));
 
     std::vector<Assignment> updates = spec_.updates;
     std::vector<Assignment> inserts = spec_.inserts;
-    if (spec_.update_all || spec_.insert_all) SLUICE_RETURN_IF_ERROR(ExpandStars(db, &updates, &inserts));
+    if (spec_.update_all || spec_.insert_all) {
+      translation.select_star = With() + "SELECT * FROM " + SourceAs();
+      SLUICE_RETURN_IF_ERROR(ExpandStars(db, translation.select_star, &updates, &inserts,
+                                         &translation.source_columns));
+    }
     SLUICE_RETURN_IF_ERROR(ResolveColumns(&updates, "SET"));
     SLUICE_RETURN_IF_ERROR(ResolveColumns(&inserts, "INSERT"));
 
@@ -766,6 +891,7 @@ class Translator {
     }
     translation.plan.check_sql = CheckSql(form);
     for (const std::string* sql : {&translation.plan.check_sql, &translation.plan.sql}) {
+      if (!validate) break;
       Result<Statement> prepared = db->Prepare(*sql);
       if (!prepared.ok()) return prepared.status().WithContext(prefix_);
     }
@@ -774,6 +900,9 @@ class Translator {
 
  private:
   Status Error(const std::string& what) const { return Status::SqlError(prefix_ + ": " + what); }
+
+  // The analyst's WITH clause, to put before each generated statement.
+  std::string With() const { return spec_.with_text.empty() ? std::string() : spec_.with_text + " "; }
 
   std::string TargetAs() const {
     return spec_.target_text + (spec_.target_has_alias ? " AS " + spec_.target_alias.text : "");
@@ -811,15 +940,50 @@ class Translator {
       shown.push_back(Shown(declared->second));
     }
     std::vector<std::string> known;
-    for (const std::vector<std::string>& unique_key : target_.unique_keys) {
+    const UniqueKey* chosen = nullptr;
+    for (const UniqueKey& unique_key : target_.unique_keys) {
       std::set<std::string> columns;
       std::vector<std::string> names;
-      for (const std::string& column : unique_key) {
+      for (const std::string& column : unique_key.columns) {
         columns.insert(Lower(column));
         names.push_back(Shown(column));
       }
-      if (columns == on_columns) return Status::Ok();
       known.push_back("(" + Join(names, ", ") + ")");
+      if (columns != on_columns) continue;
+      if (chosen == nullptr) {
+        chosen = &unique_key;
+        continue;
+      }
+      // Two unique keys on these columns: the upsert's conflict target would
+      // be either, so they must compare alike.
+      for (size_t column_idx = 0; column_idx < unique_key.columns.size(); ++column_idx) {
+        const std::string& column = unique_key.columns[column_idx];
+        std::string other = CollationOf(*chosen, column);
+        if (Lower(other) != Lower(unique_key.collations[column_idx])) {
+          return Error("two unique keys of " + spec_.target_text + " are on (" + Join(shown, ", ") +
+                       ") but compare " + Shown(column) + " differently (" + other + " in " + IndexName(*chosen) +
+                       ", " + unique_key.collations[column_idx] + " in " + IndexName(unique_key) +
+                       "); MERGE matches as the upsert's unique key does and cannot tell which one that is: "
+                       "drop one of them");
+        }
+      }
+    }
+    if (chosen != nullptr) {
+      key_rowid_ = chosen->rowid;
+      for (const KeyEquality& key : spec_.keys) {
+        const std::string& column = declared_.at(Lower(key.column.name));
+        std::string collation = CollationOf(*chosen, column);
+        for (const std::string& written : key.collations) {
+          if (Lower(written) != Lower(collation)) {
+            return Error("ON compares " + Shown(column) + " with COLLATE " + written + ", but " +
+                         IndexName(*chosen) + " compares it with " + collation +
+                         "; MERGE matches rows as the unique key does: remove the COLLATE from ON");
+          }
+        }
+        key_collations_.push_back(collation);
+        key_affinities_.push_back(chosen->rowid ? "INTEGER" : target_.affinities.at(Lower(column)));
+      }
+      return Status::Ok();
     }
     std::string table = Shown(spec_.target.name);
     std::string columns = Join(shown, ", ");
@@ -828,6 +992,56 @@ class Translator {
     std::string message = "ON (" + columns + ") needs a unique index or primary key on " + table + "(" + columns + ")";
     if (!known.empty()) message += ", and its unique keys are " + Join(known, ", ");
     return Error(message + "; add: create unique index " + Shown(index) + " on " + table + "(" + columns + ");");
+  }
+
+  static std::string CollationOf(const UniqueKey& key, const std::string& column) {
+    for (size_t column_idx = 0; column_idx < key.columns.size(); ++column_idx) {
+      if (Lower(key.columns[column_idx]) == Lower(column)) return key.collations[column_idx];
+    }
+    return "BINARY";
+  }
+
+  std::string IndexName(const UniqueKey& key) const {
+    return key.rowid ? "the INTEGER PRIMARY KEY" : "index " + Shown(key.index);
+  }
+
+  // The value of key `key_idx` as the unique key sees it: the source
+  // expression with the target column's affinity applied, as INSERT would.
+  std::string KeyValue(size_t key_idx) const {
+    return std::string(kKeyFunction) + "(" + tokens_.Slice(spec_.keys[key_idx].source) + ", '" +
+           key_affinities_[key_idx] + "')";
+  }
+
+  // `column` = `value` compared as the unique key compares (its collation;
+  // the value is already converted, so no affinity applies).
+  std::string KeyEquals(const std::string& column, const std::string& value, size_t key_idx) const {
+    return column + " = " + value + Collate(key_idx);
+  }
+
+  // " COLLATE <the unique key's collation>" for key `key_idx` ("" for a rowid).
+  std::string Collate(size_t key_idx) const {
+    if (key_rowid_) return "";
+    const std::string& collation = key_collations_[key_idx];
+    bool builtin = Lower(collation) == "binary" || Lower(collation) == "nocase" || Lower(collation) == "rtrim";
+    return " COLLATE " + (builtin ? collation : QuoteIdentifier(collation));
+  }
+
+  // The ON clause as the unique index sees it: each key column of the target
+  // row equal to its converted source value.
+  std::string Match() const {
+    std::vector<std::string> equalities;
+    for (size_t key_idx = 0; key_idx < spec_.keys.size(); ++key_idx) {
+      equalities.push_back(
+          KeyEquals(TargetColumn(declared_.at(Lower(spec_.keys[key_idx].column.name))), KeyValue(key_idx), key_idx));
+    }
+    return Join(equalities, " AND ");
+  }
+
+  // Into an INTEGER PRIMARY KEY a NULL key takes a new rowid: such rows go
+  // last, so that the new rowid is never the key of another source row.
+  std::string NullKeysLast() const {
+    if (!key_rowid_) return "";
+    return " ORDER BY (" + tokens_.Slice(spec_.keys[0].source) + ") IS NULL";
   }
 
   bool IsKey(const std::string& column) const {
@@ -839,9 +1053,11 @@ class Translator {
 
   // UPDATE SET * and INSERT *: every target column the source has by name
   // (any case). SET * leaves the key columns alone: ON made them equal.
-  Status ExpandStars(Database* db, std::vector<Assignment>* updates, std::vector<Assignment>* inserts) {
-    Result<std::vector<std::string>> source = SourceColumns(db, SourceAs());
+  Status ExpandStars(Database* db, const std::string& select_star, std::vector<Assignment>* updates,
+                     std::vector<Assignment>* inserts, std::vector<std::string>* source_columns) {
+    Result<std::vector<std::string>> source = SourceColumns(db, select_star);
     if (!source.ok()) return source.status().WithContext(prefix_);
+    *source_columns = *source;
     std::map<std::string, std::string> by_name;
     for (const std::string& column : *source) by_name.emplace(Lower(column), column);
     for (const std::string& column : target_.columns) {
@@ -884,8 +1100,8 @@ class Translator {
     for (const Assignment& update : updates) {
       sets.push_back(QuoteIdentifier(update.column.name) + " = " + Render(update.value));
     }
-    std::string sql = "UPDATE " + TargetAs() + " SET " + Join(sets, ", ") + " FROM " + SourceAs() + " WHERE (" +
-                      tokens_.Slice(spec_.on) + ")";
+    std::string sql = With() + "UPDATE " + TargetAs() + " SET " + Join(sets, ", ") + " FROM " + SourceAs() +
+                      " WHERE " + Match();
     if (!spec_.matched_condition.empty()) sql += " AND (" + tokens_.Slice(spec_.matched_condition) + ")";
     return sql;
   }
@@ -900,10 +1116,10 @@ class Translator {
       columns.push_back(QuoteIdentifier(insert.column.name));
       values.push_back(Render(insert.value));
     }
-    std::string sql = "INSERT INTO " + spec_.target_text + " (" + Join(columns, ", ") + ") SELECT " +
-                      Join(values, ", ") + " FROM " + SourceAs() + " WHERE NOT " + Exists(tokens_.Slice(spec_.on));
+    std::string sql = With() + "INSERT INTO " + spec_.target_text + " (" + Join(columns, ", ") + ") SELECT " +
+                      Join(values, ", ") + " FROM " + SourceAs() + " WHERE NOT " + Exists(Match());
     if (!spec_.insert_condition.empty()) sql += " AND (" + tokens_.Slice(spec_.insert_condition) + ")";
-    return sql;
+    return sql + NullKeysLast();
   }
 
   // Both clauses: INSERT INTO target (cols) SELECT ... FROM source AS s LEFT
@@ -984,9 +1200,9 @@ class Translator {
                condition(spec_.insert_condition) + " END";
     }
     std::string action = sets.empty() ? "NOTHING" : "UPDATE SET " + Join(sets, ", ");
-    return "INSERT INTO " + spec_.target_text + " (" + Join(columns, ", ") + ") SELECT " + Join(values, ", ") +
-           " FROM " + SourceAs() + " LEFT JOIN " + TargetAs() + " ON " + tokens_.Slice(spec_.on) + " WHERE " +
-           filter + " ON CONFLICT (" + Join(conflict, ", ") + ") DO " + action;
+    return With() + "INSERT INTO " + spec_.target_text + " (" + Join(columns, ", ") + ") SELECT " +
+           Join(values, ", ") + " FROM " + SourceAs() + " LEFT JOIN " + TargetAs() + " ON " + Match() + " WHERE " +
+           filter + NullKeysLast() + " ON CONFLICT (" + Join(conflict, ", ") + ") DO " + action;
   }
 
   // The value a new row gets for a column its INSERT does not name: the
@@ -1001,28 +1217,47 @@ class Translator {
   // rows. Matched keys for an UPDATE (two updates of one row, as Delta
   // refuses), unmatched keys for an INSERT (two inserts of one key), any key
   // for an upsert (where the second row would silently update the first).
-  // WHEN conditions are not considered, as in Delta; NULL keys match nothing
-  // and may repeat. Columns: the key values, the row count, 1 when matched.
+  // Keys are compared as the unique key compares them (the column's affinity,
+  // the index's collation), so '7' and 7, or 'a' and 'A' under NOCASE, are one
+  // key. WHEN conditions are not considered, as in Delta; NULL keys match
+  // nothing and may repeat. Columns: the key values, the row count, 1 when
+  // matched, and the distinct source spellings of the key when there are
+  // several (else NULL).
   std::string CheckSql(Form form) const {
     std::vector<std::string> keys;
     std::vector<std::string> not_null;
     std::vector<std::string> named;
     std::vector<std::string> outer;
     std::vector<std::string> matches;
+    std::vector<std::string> same_key;
+    std::vector<std::string> spellings;
     for (size_t key_idx = 0; key_idx < spec_.keys.size(); ++key_idx) {
       const KeyEquality& key = spec_.keys[key_idx];
-      std::string expression = "(" + tokens_.Slice(key.source) + ")";
+      std::string value = KeyValue(key_idx);
       std::string name = QuoteIdentifier("_k" + std::to_string(key_idx + 1));
-      keys.push_back(expression);
-      not_null.push_back(expression + " IS NOT NULL");
-      named.push_back(expression + " AS " + name);
+      std::string grouped = "\"_merge_keys\"." + name;
+      keys.push_back(value + Collate(key_idx));
+      // A key an INTEGER PRIMARY KEY cannot hold (not an integer) never
+      // matches and cannot be inserted (SQLite: datatype mismatch).
+      not_null.push_back(key_rowid_ ? "typeof(" + value + ") = 'integer'"
+                                    : "(" + tokens_.Slice(key.source) + ") IS NOT NULL");
+      named.push_back(value + " AS " + name);
       outer.push_back(name);
-      matches.push_back(TargetColumn(declared_.at(Lower(key.column.name))) + " = \"_merge_keys\"." + name);
+      matches.push_back(KeyEquals(TargetColumn(declared_.at(Lower(key.column.name))), grouped, key_idx));
+      same_key.push_back(KeyEquals(value, grouped, key_idx));
+      spellings.push_back("quote(" + tokens_.Slice(key.source) + ")");
     }
-    std::string sql = "WITH \"_merge_keys\" AS (SELECT " + Join(named, ", ") + ", count(*) AS \"_rows\" FROM " +
+    std::string spelling = Join(spellings, " || ', ' || ");
+    if (spellings.size() > 1) spelling = "'(' || " + spelling + " || ')'";
+    std::string written = "(SELECT CASE WHEN count(*) > 1 THEN group_concat(\"_w\", ', ') END FROM (SELECT DISTINCT " +
+                          spelling + " AS \"_w\" FROM " + SourceAs() + " WHERE " + Join(same_key, " AND ") + "))";
+    std::string with = spec_.with_text.empty()
+                           ? "WITH "
+                           : std::string(spec_.with_recursive ? "WITH RECURSIVE " : "WITH ") + spec_.with_list + ", ";
+    std::string sql = with + "\"_merge_keys\" AS (SELECT " + Join(named, ", ") + ", count(*) AS \"_rows\" FROM " +
                       SourceAs() + " WHERE " + Join(not_null, " AND ") + " GROUP BY " + Join(keys, ", ") +
-                      " HAVING count(*) > 1) SELECT " + Join(outer, ", ") + ", \"_rows\", \"_matched\" FROM " +
-                      "(SELECT *, " + Exists(Join(matches, " AND ")) + " AS \"_matched\" FROM \"_merge_keys\")";
+                      " HAVING count(*) > 1) SELECT " + Join(outer, ", ") + ", \"_rows\", \"_matched\", " + written +
+                      " FROM (SELECT *, " + Exists(Join(matches, " AND ")) + " AS \"_matched\" FROM \"_merge_keys\") AS \"_merge_keys\"";
     if (form == Form::kUpdate) sql += " WHERE \"_matched\"";
     if (form == Form::kInsert) sql += " WHERE NOT \"_matched\"";
     return sql + " ORDER BY \"_matched\" DESC LIMIT 1";
@@ -1033,15 +1268,195 @@ class Translator {
   std::string prefix_;
   TargetInfo target_;
   std::map<std::string, std::string> declared_;  // lowercased -> declared target column name
+  bool key_rowid_ = false;                       // the key is an INTEGER PRIMARY KEY
+  std::vector<std::string> key_collations_;      // per ON key: the unique key's collation
+  std::vector<std::string> key_affinities_;      // per ON key: the target column's affinity
 };
 
-Result<Translation> TranslateMerge(Database* db, std::string_view statement) {
+Result<Translation> TranslateMerge(Database* db, std::string_view statement, bool validate) {
   Result<std::vector<Token>> tokenized = Tokenize(statement);
   if (!tokenized.ok()) return tokenized.status();
   Tokens tokens(statement, std::move(*tokenized));
   Result<MergeSpec> spec = Parser(tokens).Parse();
   if (!spec.ok()) return spec.status();
-  return Translator(tokens, *spec).Translate(db);
+  return Translator(tokens, *spec).Translate(db, validate);
+}
+
+// sluice_merge_key(value, affinity): `value` as a column of `affinity` would
+// store it, by SQLite's own conversion (sqlite3_value_numeric_type applies
+// numeric affinity as an INSERT does): for TEXT, numbers become their text
+// ('7', '1.0'); for INTEGER, REAL and NUMERIC, text that is a well-formed
+// number becomes that number, and for INTEGER a REAL with an integer value
+// becomes that integer (so an INTEGER PRIMARY KEY's candidates are exactly
+// the integers); BLOB changes nothing; blobs and NULL never change. A REAL
+// key cannot hold an integer beyond 2^53 exactly (SQLite keeps it as an
+// integer in the record but reads it back rounded), so such a value is
+// refused instead of being matched one way by the index and another by a
+// comparison.
+void MergeKeyFunction(sqlite3_context* context, int, sqlite3_value** argv) {
+  sqlite3_value* value = argv[0];
+  const unsigned char* affinity = sqlite3_value_text(argv[1]);
+  char kind = affinity != nullptr ? static_cast<char>(affinity[0]) : 'B';
+  int type = sqlite3_value_type(value);
+  if (type == SQLITE_NULL || type == SQLITE_BLOB) {
+    sqlite3_result_value(context, value);
+    return;
+  }
+  if (kind == 'T') {
+    if (type == SQLITE_TEXT) {
+      sqlite3_result_value(context, value);
+      return;
+    }
+    const unsigned char* text = sqlite3_value_text(value);
+    if (text == nullptr) {
+      sqlite3_result_error_nomem(context);
+      return;
+    }
+    sqlite3_result_text(context, reinterpret_cast<const char*>(text), sqlite3_value_bytes(value), SQLITE_TRANSIENT);
+    return;
+  }
+  if (kind != 'I' && kind != 'R' && kind != 'N') {
+    sqlite3_result_value(context, value);
+    return;
+  }
+  sqlite3_value* converted = sqlite3_value_dup(value);
+  if (converted == nullptr) {
+    sqlite3_result_error_nomem(context);
+    return;
+  }
+  if (type == SQLITE_TEXT) sqlite3_value_numeric_type(converted);
+  int converted_type = sqlite3_value_type(converted);
+  if (kind == 'I' && converted_type == SQLITE_FLOAT) {
+    double real = sqlite3_value_double(converted);
+    if (real > -9223372036854775808.0 && real < 9223372036854775808.0 &&
+        static_cast<double>(static_cast<int64_t>(real)) == real) {
+      sqlite3_value_free(converted);
+      sqlite3_result_int64(context, static_cast<int64_t>(real));
+      return;
+    }
+  }
+  if (kind == 'R' && converted_type == SQLITE_INTEGER) {
+    int64_t integer = sqlite3_value_int64(converted);
+    double real = static_cast<double>(integer);
+    bool exact = real >= -9223372036854775808.0 && real < 9223372036854775808.0 && static_cast<int64_t>(real) == integer;
+    if (!exact) {
+      sqlite3_value_free(converted);
+      std::string message = "the key value " + std::to_string(integer) +
+                             " has no exact REAL value, so a REAL key column cannot match it reliably; declare the "
+                             "key column INTEGER or NUMERIC";
+      sqlite3_result_error(context, message.c_str(), -1);
+      return;
+    }
+  }
+  sqlite3_result_value(context, converted);
+  sqlite3_value_free(converted);
+}
+
+// A translation and what it was made from.
+struct CachedPlan {
+  Translation translation;
+  std::string stamp;
+};
+
+// The plans of one connection, by statement text. It lives as long as the
+// connection: it is the user data of sluice_merge_key, whose destructor
+// SQLite calls when the connection closes.
+struct PlanCache {
+  sqlite3* handle;
+  std::unordered_map<std::string, CachedPlan> plans;
+};
+
+std::mutex& CachesMutex() {
+  static std::mutex mutex;
+  return mutex;
+}
+
+std::unordered_map<sqlite3*, PlanCache*>& Caches() {
+  static auto* caches = new std::unordered_map<sqlite3*, PlanCache*>();
+  return *caches;
+}
+
+void DestroyPlanCache(void* pointer) {
+  auto* cache = static_cast<PlanCache*>(pointer);
+  {
+    std::lock_guard<std::mutex> lock(CachesMutex());
+    auto found = Caches().find(cache->handle);
+    if (found != Caches().end() && found->second == cache) Caches().erase(found);
+  }
+  delete cache;
+}
+
+// The connection's plan cache. The first call registers sluice_merge_key on
+// the connection, with the cache as its user data.
+Result<PlanCache*> CacheFor(Database* db) {
+  sqlite3* handle = db->handle();
+  {
+    std::lock_guard<std::mutex> lock(CachesMutex());
+    auto found = Caches().find(handle);
+    if (found != Caches().end()) return found->second;
+  }
+  auto* cache = new PlanCache{handle, {}};
+  // On failure SQLite calls the destructor itself.
+  int rc = sqlite3_create_function_v2(handle, kKeyFunction, 2, SQLITE_UTF8 | SQLITE_DETERMINISTIC | SQLITE_INNOCUOUS,
+                                      cache, &MergeKeyFunction, nullptr, nullptr, &DestroyPlanCache);
+  if (rc != SQLITE_OK) {
+    return Status::SqlError(std::string("MERGE: cannot register ") + kKeyFunction + ": " + sqlite3_errmsg(handle));
+  }
+  std::lock_guard<std::mutex> lock(CachesMutex());
+  Caches()[handle] = cache;
+  return cache;
+}
+
+// What a translation depends on besides its text, read cheaply: the schema
+// version of main and of the target's schema (any DDL there bumps it),
+// whether a temp table now hides an unqualified target, and for SET * or
+// INSERT * the source's columns (a temp table recreated with other columns
+// does not bump main's version). Empty when the plan must not be cached (an
+// unqualified target found in an attached database, whose search order
+// other schemas can change).
+Result<std::string> Stamp(Database* db, const Translation& translation) {
+  const std::string& schema = translation.target_schema;
+  if (!translation.target_qualified && schema != "main" && schema != "temp") return std::string();
+  std::string stamp;
+  for (const std::string& name : {std::string("main"), schema}) {
+    Result<int64_t> version = db->QueryInt("PRAGMA " + QuoteIdentifier(name) + ".schema_version");
+    if (!version.ok()) return version.status();
+    stamp += std::to_string(*version) + "/";
+  }
+  if (!translation.target_qualified && schema != "temp") {
+    int hidden = sqlite3_table_column_metadata(db->handle(), "temp", translation.target_name.c_str(), nullptr,
+                                               nullptr, nullptr, nullptr, nullptr, nullptr);
+    stamp += hidden == SQLITE_OK ? "hidden/" : "/";
+  }
+  if (!translation.select_star.empty()) {
+    Result<std::vector<std::string>> columns = SourceColumns(db, translation.select_star);
+    if (!columns.ok()) return columns.status();
+    if (*columns != translation.source_columns) return std::string("stale");
+  }
+  return stamp;
+}
+
+// The translation of `statement`, from the connection's cache when the
+// schema it was made from has not changed.
+Result<const Translation*> CachedTranslation(Database* db, std::string_view statement) {
+  Result<PlanCache*> cache = CacheFor(db);
+  if (!cache.ok()) return cache.status();
+  std::string key(statement);
+  auto found = (*cache)->plans.find(key);
+  if (found != (*cache)->plans.end()) {
+    Result<std::string> stamp = Stamp(db, found->second.translation);
+    if (stamp.ok() && !stamp->empty() && *stamp == found->second.stamp) return &found->second.translation;
+    (*cache)->plans.erase(found);
+  }
+  Result<Translation> translation = TranslateMerge(db, statement, /*validate=*/false);
+  if (!translation.ok()) return translation.status();
+  Result<std::string> stamp = Stamp(db, *translation);
+  if ((*cache)->plans.size() >= kMaxCachedPlans) (*cache)->plans.clear();
+  CachedPlan& entry = (*cache)->plans[key];
+  entry.translation = std::move(*translation);
+  // Not cacheable: kept until the next run of the statement, which replans.
+  entry.stamp = stamp.ok() ? *stamp : std::string();
+  return &entry.translation;
 }
 
 // A key value as an analyst would write it: 'O1', 42, x'00ff'.
@@ -1074,8 +1489,20 @@ std::string ShowValue(const Statement& stmt, int column) {
 
 bool IsMergeStatement(std::string_view sql) {
   size_t pos = SkipBlank(sql, 0);
-  if (sql.size() - pos < 5 || Lower(sql.substr(pos, 5)) != "merge") return false;
-  return pos + 5 == sql.size() || !IsIdentChar(sql[pos + 5]);
+  auto keyword_at = [&](size_t at, std::string_view keyword) {
+    return sql.size() - at >= keyword.size() && Lower(sql.substr(at, keyword.size())) == keyword &&
+           (at + keyword.size() == sql.size() || !IsIdentChar(sql[at + keyword.size()]));
+  };
+  if (keyword_at(pos, "merge")) return true;
+  if (!keyword_at(pos, "with")) return false;
+  // WITH ... MERGE: past the common table expressions of this statement.
+  std::string_view statement = sql.substr(0, StatementEnd(sql, pos));
+  Result<std::vector<Token>> tokenized = Tokenize(statement);
+  if (!tokenized.ok()) return false;
+  Tokens tokens(statement, std::move(*tokenized));
+  size_t index = tokens.IsWord(1, "RECURSIVE") ? 2 : 1;
+  index = SkipCommonTableExpressions(tokens, index);
+  return index != kNone && tokens.IsWord(index, "MERGE");
 }
 
 size_t StatementEnd(std::string_view text, size_t start) {
@@ -1103,36 +1530,50 @@ size_t StatementEnd(std::string_view text, size_t start) {
 }
 
 Result<MergePlan> PlanMerge(Database* db, std::string_view statement) {
-  Result<Translation> translation = TranslateMerge(db, statement);
+  Result<PlanCache*> cache = CacheFor(db);  // registers sluice_merge_key, which the plan calls
+  if (!cache.ok()) return cache.status();
+  Result<Translation> translation = TranslateMerge(db, statement, /*validate=*/true);
   if (!translation.ok()) return translation.status();
   return translation->plan;
 }
 
 Status RunMerge(Database* db, std::string_view statement) {
-  Result<Translation> translation = TranslateMerge(db, statement);
-  if (!translation.ok()) return translation.status();
-  const std::string& prefix = translation->prefix;
-  {
-    Result<Statement> check = db->Prepare(translation->plan.check_sql);
-    if (!check.ok()) return check.status().WithContext(prefix);
-    Result<bool> row = check->Step();
-    if (!row.ok()) return row.status().WithContext(prefix);
-    if (*row) {
-      int key_count = static_cast<int>(translation->key_columns.size());
-      std::vector<std::string> equalities;
-      for (int key_idx = 0; key_idx < key_count; ++key_idx) {
-        equalities.push_back(Shown(translation->key_columns[key_idx]) + " = " + ShowValue(*check, key_idx));
-      }
-      std::string rows = std::to_string(check->ColumnInt(key_count));
-      bool matched = check->ColumnInt(key_count + 1) != 0;
-      std::string what = matched ? rows + " source rows match the target row with "
-                                 : rows + " source rows would insert the same new row with ";
-      return Status::SqlError(prefix + ": " + what + Join(equalities, " and ") +
-                              "; deduplicate the source first (e.g. keep row_number() over (partition by " +
-                              Join(translation->key_sources, ", ") + " order by ...) = 1)");
+  Result<const Translation*> cached = CachedTranslation(db, statement);
+  if (!cached.ok()) return cached.status();
+  const Translation& translation = **cached;
+  const std::string& prefix = translation.prefix;
+  Result<Statement> check = db->Prepare(translation.plan.check_sql);
+  if (!check.ok()) return check.status().WithContext(prefix);
+  Result<Statement> merge = db->Prepare(translation.plan.sql);
+  if (!merge.ok()) return merge.status().WithContext(prefix);
+  Result<bool> row = check->Step();
+  if (!row.ok()) return row.status().WithContext(prefix);
+  if (*row) {
+    int key_count = static_cast<int>(translation.key_columns.size());
+    std::vector<std::string> equalities;
+    for (int key_idx = 0; key_idx < key_count; ++key_idx) {
+      equalities.push_back(Shown(translation.key_columns[key_idx]) + " = " + ShowValue(*check, key_idx));
     }
+    std::string rows = std::to_string(check->ColumnInt(key_count));
+    bool matched = check->ColumnInt(key_count + 1) != 0;
+    std::string what = matched ? rows + " source rows match the target row with "
+                               : rows + " source rows would insert the same new row with ";
+    std::string written;
+    if (!check->IsNull(key_count + 2)) {
+      written = check->ColumnText(key_count + 2);
+      if (written.size() > 200) {
+        size_t cut = 200;
+        while (cut > 0 && (static_cast<unsigned char>(written[cut]) & 0xC0) == 0x80) --cut;  // keep UTF-8 whole
+        written = written.substr(0, cut) + "...";
+      }
+      written = " (the source writes it " + written + ", one key for the target's unique key)";
+    }
+    return Status::SqlError(prefix + ": " + what + Join(equalities, " and ") + written +
+                            "; deduplicate the source first (e.g. keep row_number() over (partition by " +
+                            Join(translation.key_sources, ", ") + " order by ...) = 1)");
   }
-  Status st = db->Exec(translation->plan.sql);
+  check = Statement();  // done reading before writing
+  Status st = merge->Run();
   if (!st.ok()) return st.WithContext(prefix);
   return Status::Ok();
 }

@@ -14,6 +14,7 @@
 
 #include "sql/database.h"
 #include "sql/merge.h"
+#include "sql/sql_file.h"
 
 namespace sluice {
 namespace {
@@ -214,7 +215,7 @@ TEST_F(MergeTest, UpsertPlanIsOneInsertOnConflict) {
                  "WHEN MATCHED AND s.ts > t.ts THEN UPDATE SET * WHEN NOT MATCHED THEN INSERT *"),
             "INSERT INTO orders (\"order_id\", \"amount\", \"status\", \"ts\") "
             "SELECT s.\"order_id\", s.\"amount\", s.\"status\", s.\"ts\" "
-            "FROM updates AS s LEFT JOIN orders AS t ON t.order_id = s.order_id "
+            "FROM updates AS s LEFT JOIN orders AS t ON t.\"order_id\" = sluice_merge_key(s.order_id, 'TEXT') COLLATE BINARY "
             "WHERE CASE WHEN t.\"order_id\" IS NOT NULL THEN (s.ts > t.ts) ELSE 1 END "
             "ON CONFLICT (\"order_id\") DO UPDATE SET \"amount\" = excluded.\"amount\", "
             "\"status\" = excluded.\"status\", \"ts\" = excluded.\"ts\"");
@@ -252,7 +253,7 @@ TEST_F(MergeTest, MatchedOnlyBecomesUpdateFromAndNeverInserts) {
       "WHEN MATCHED AND s.ts >= t.ts THEN UPDATE SET status = s.status, ts = s.ts";
   EXPECT_EQ(Plan(merge),
             "UPDATE orders AS t SET \"status\" = s.status, \"ts\" = s.ts FROM updates AS s "
-            "WHERE (t.order_id = s.order_id) AND (s.ts >= t.ts)");
+            "WHERE t.\"order_id\" = sluice_merge_key(s.order_id, 'TEXT') COLLATE BINARY AND (s.ts >= t.ts)");
   Merge(merge);
   EXPECT_EQ(Rows("SELECT * FROM orders ORDER BY order_id"),
             "O1|10.0|paid|150\n"
@@ -270,7 +271,8 @@ TEST_F(MergeTest, NotMatchedOnlyInsertsMissingRowsAndNeverUpdates) {
   EXPECT_EQ(Plan(merge),
             "INSERT INTO orders (\"order_id\", \"amount\", \"status\", \"ts\") "
             "SELECT s.\"order_id\", s.\"amount\", s.\"status\", s.\"ts\" FROM updates AS s "
-            "WHERE NOT EXISTS (SELECT 1 FROM orders AS t WHERE t.order_id = s.order_id) AND (s.op = 'I')");
+            "WHERE NOT EXISTS (SELECT 1 FROM orders AS t WHERE t.\"order_id\" = sluice_merge_key(s.order_id, 'TEXT') "
+            "COLLATE BINARY) AND (s.op = 'I')");
   Merge(merge);
   EXPECT_EQ(Rows("SELECT * FROM orders ORDER BY order_id"),
             "O1|10.0|new|100\n"
@@ -564,7 +566,8 @@ TEST_F(MergeTest, UpdateAndInsertMayUseDifferentColumnsAndValues) {
             "SELECT s.id, CASE WHEN t.\"id\" IS NOT NULL THEN t.balance + s.delta ELSE s.delta * 2 END, "
             "CASE WHEN t.\"id\" IS NOT NULL THEN t.\"created\" ELSE 'today' END, "
             "CASE WHEN t.\"id\" IS NOT NULL THEN s.note ELSE ('never') END "
-            "FROM moves AS s LEFT JOIN accounts AS t ON t.id = s.id WHERE true "
+            "FROM moves AS s LEFT JOIN accounts AS t ON t.\"id\" = sluice_merge_key(s.id, 'TEXT') COLLATE BINARY "
+            "WHERE true "
             "ON CONFLICT (\"id\") DO UPDATE SET \"balance\" = excluded.\"balance\", "
             "\"touched\" = excluded.\"touched\"");
   Merge(merge);
@@ -692,7 +695,263 @@ TEST_F(MergeTest, CheckQueryReportsDuplicateKeys) {
                                      "MERGE INTO orders AS t USING updates AS s ON t.order_id = s.order_id "
                                      "WHEN MATCHED THEN UPDATE SET *");
   ASSERT_TRUE(plan.ok()) << plan.status().message();
-  EXPECT_EQ(Rows(plan->check_sql), "O1|2|1\n");
+  EXPECT_EQ(Rows(plan->check_sql), "O1|2|1|NULL\n");
+}
+
+// Matching follows the unique index. A NOCASE index makes Alice@Example.com
+// the stored alice@example.com: the older event must not overwrite the newer
+// row, and the matched row is updated by SET, not replaced by the INSERT.
+TEST_F(MergeTest, NocaseIndexMatchesAsTheUpsertDoes) {
+  Exec("CREATE TABLE users (email TEXT, visits INTEGER NOT NULL, updated_at INTEGER);"
+       "CREATE UNIQUE INDEX users_by_email ON users(email COLLATE NOCASE);"
+       "INSERT INTO users VALUES ('alice@example.com', 5, 200), ('bob@example.com', 2, 200);"
+       "CREATE TABLE events (email TEXT, visits INTEGER, updated_at INTEGER);"
+       "INSERT INTO events VALUES ('Alice@Example.com', 1, 100), ('BOB@example.com', 3, 300),"
+       "                          ('carol@example.com', 1, 50);");
+  const std::string merge =
+      "MERGE INTO users AS t USING events AS s ON t.email = s.email "
+      "WHEN MATCHED AND s.updated_at > t.updated_at THEN "
+      "  UPDATE SET visits = t.visits + s.visits, updated_at = s.updated_at "
+      "WHEN NOT MATCHED THEN INSERT *";
+  Merge(merge);
+  EXPECT_EQ(Rows("SELECT * FROM users ORDER BY email"),
+            "alice@example.com|5|200\n"
+            "bob@example.com|5|300\n"
+            "carol@example.com|1|50\n");
+  // The same with WHEN MATCHED only and WHEN NOT MATCHED only.
+  Exec("DELETE FROM events WHERE email <> 'BOB@example.com'; UPDATE events SET updated_at = 400;");
+  Merge("MERGE INTO users AS t USING events AS s ON t.email = s.email "
+        "WHEN MATCHED THEN UPDATE SET visits = t.visits + 1");
+  Merge("MERGE INTO users AS t USING events AS s ON t.email = s.email WHEN NOT MATCHED THEN INSERT *");
+  EXPECT_EQ(Rows("SELECT * FROM users ORDER BY email"),
+            "alice@example.com|5|200\n"
+            "bob@example.com|6|300\n"
+            "carol@example.com|1|50\n");
+}
+
+// A source table made by CREATE TABLE AS from json_extract has untyped
+// columns: the JSON number 7 is the key '7' of a TEXT column once inserted,
+// so it matches the stored row and the older event loses.
+TEST_F(MergeTest, JsonNumberMatchesATextKeyAsTheUpsertDoes) {
+  Exec("CREATE TABLE devices (id TEXT PRIMARY KEY, state TEXT, ts INTEGER);"
+       "INSERT INTO devices VALUES ('7', 'newer', 200), ('8', 'old', 100);"
+       "CREATE TABLE raw (payload TEXT);"
+       "INSERT INTO raw VALUES ('{\"id\": 7, \"state\": \"older\", \"ts\": 100}'),"
+       "                       ('{\"id\": 8, \"state\": \"newer\", \"ts\": 200}');"
+       "CREATE TABLE parsed AS SELECT json_extract(payload, '$.id') AS id, json_extract(payload, '$.state') AS state,"
+       "                              json_extract(payload, '$.ts') AS ts FROM raw;");
+  Merge("MERGE INTO devices AS t USING parsed AS s ON t.id = s.id "
+        "WHEN MATCHED AND s.ts > t.ts THEN UPDATE SET state = s.state, ts = s.ts "
+        "WHEN NOT MATCHED THEN INSERT *");
+  EXPECT_EQ(Rows("SELECT id, typeof(id), state, ts FROM devices ORDER BY id"),
+            "7|text|newer|200\n"
+            "8|text|newer|200\n");
+}
+
+// A REAL 7.0 becomes the TEXT key '7.0' when inserted, which is not '7': the
+// upsert inserts a new row, with the INSERT's values, and leaves '7' alone.
+TEST_F(MergeTest, RealKeyAgainstATextKeyIsTheKeyTheInsertWouldWrite) {
+  Exec("CREATE TABLE counts (k TEXT PRIMARY KEY, n INTEGER, note TEXT);"
+       "INSERT INTO counts VALUES ('7', 10, 'stored');"
+       "CREATE TABLE incoming (k REAL, n INTEGER);"
+       "INSERT INTO incoming VALUES (7, 1);");
+  Merge("MERGE INTO counts AS t USING incoming AS s ON t.k = s.k "
+        "WHEN MATCHED THEN UPDATE SET n = t.n + s.n, note = 'updated' "
+        "WHEN NOT MATCHED THEN INSERT (k, n, note) VALUES (s.k, s.n, 'inserted')");
+  EXPECT_EQ(Rows("SELECT k, n, note FROM counts ORDER BY k"),
+            "7|10|stored\n"
+            "7.0|1|inserted\n");
+  // MATCHED only: 7.0 is the key '7.0', never '7'.
+  Merge("MERGE INTO counts AS t USING (SELECT 7.0 AS k, 5 AS n) AS s ON t.k = s.k "
+        "WHEN MATCHED THEN UPDATE SET n = 0");
+  Merge("MERGE INTO counts AS t USING (SELECT CAST(7 AS REAL) AS k) AS s ON t.k = s.k "
+        "WHEN MATCHED THEN UPDATE SET n = n + 100");
+  EXPECT_EQ(Rows("SELECT k, n FROM counts ORDER BY k"), "7|10\n7.0|100\n");
+}
+
+// '7' and 7 are one key of an INTEGER column, 'a' and 'A' one key of a NOCASE
+// index: two source rows for one key must be refused, not merged silently.
+TEST_F(MergeTest, DuplicateCheckUsesTheIndexsComparison) {
+  Exec("CREATE TABLE totals (id INTEGER NOT NULL UNIQUE, amount INTEGER);"
+       "CREATE TABLE moves (id, amount INTEGER);"
+       "INSERT INTO moves VALUES ('7', 1), (7, 2);");
+  const std::string merge =
+      "MERGE INTO totals AS t USING moves AS s ON t.id = s.id "
+      "WHEN MATCHED THEN UPDATE SET amount = t.amount + s.amount WHEN NOT MATCHED THEN INSERT *";
+  std::string error = Error(merge);
+  EXPECT_NE(error.find("2 source rows would insert the same new row with id = 7"), std::string::npos) << error;
+  EXPECT_EQ(Rows("SELECT count(*) FROM totals"), "0\n");
+
+  Exec("CREATE TABLE tags (name TEXT PRIMARY KEY COLLATE NOCASE, hits INTEGER);"
+       "INSERT INTO tags VALUES ('a', 1);"
+       "CREATE TABLE seen (name TEXT, hits INTEGER);"
+       "INSERT INTO seen VALUES ('a', 1), ('A', 2);");
+  error = Error("MERGE INTO tags AS t USING seen AS s ON t.name = s.name "
+                "WHEN MATCHED THEN UPDATE SET hits = t.hits + s.hits");
+  EXPECT_NE(error.find("2 source rows match the target row with name = "), std::string::npos) << error;
+  EXPECT_EQ(Rows("SELECT * FROM tags"), "a|1\n");
+}
+
+// NULL keys never match. Into an INTEGER PRIMARY KEY a NULL asks for a new
+// rowid: such rows are inserted after every other row of the MERGE, so the new
+// rowid is never one a source row of the same MERGE has (which would then
+// overwrite it).
+TEST_F(MergeTest, NullKeyIntoIntegerPrimaryKeyIsANewRowNeverOverwritten) {
+  Exec("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT);"
+       "CREATE TABLE incoming (id INTEGER, body TEXT);"
+       "INSERT INTO incoming VALUES (NULL, 'first, no id'), (1, 'one'), (NULL, 'second, no id'), (2, 'two');");
+  Merge("MERGE INTO notes AS t USING incoming AS s ON t.id = s.id "
+        "WHEN MATCHED THEN UPDATE SET body = s.body WHEN NOT MATCHED THEN INSERT *");
+  EXPECT_EQ(Rows("SELECT * FROM notes ORDER BY id"),
+            "1|one\n"
+            "2|two\n"
+            "3|first, no id\n"
+            "4|second, no id\n");
+  // The same with WHEN NOT MATCHED only (where the collision was a UNIQUE
+  // constraint failure).
+  Exec("CREATE TABLE notes2 (id INTEGER PRIMARY KEY, body TEXT);");
+  Merge("MERGE INTO notes2 AS t USING incoming AS s ON t.id = s.id WHEN NOT MATCHED THEN INSERT *");
+  EXPECT_EQ(Rows("SELECT * FROM notes2 ORDER BY id"), Rows("SELECT * FROM notes ORDER BY id"));
+}
+
+// WITH ... MERGE: the common table expressions are in scope of the source,
+// the conditions and the values; a step file runs it as a MERGE.
+TEST_F(MergeTest, WithClauseBeforeMerge) {
+  Exec(kOrders);
+  const std::string merge =
+      "WITH latest AS (SELECT * FROM updates WHERE op = 'U'), bonus (amount) AS (SELECT 1000) "
+      "MERGE INTO orders AS t USING latest AS s ON t.order_id = s.order_id "
+      "WHEN MATCHED AND s.ts > t.ts THEN UPDATE SET amount = s.amount + (SELECT amount FROM bonus) "
+      "WHEN NOT MATCHED THEN INSERT *";
+  EXPECT_TRUE(IsMergeStatement(merge));
+  EXPECT_TRUE(IsMergeStatement("with recursive n(i) as (select 1 union all select i + 1 from n where i < 3) "
+                               "merge into t using n on t.k = n.i when matched then update set v = 1"));
+  EXPECT_FALSE(IsMergeStatement("WITH merge AS (SELECT 1) SELECT * FROM merge"));
+  EXPECT_FALSE(IsMergeStatement("WITH x AS (SELECT 'merge') INSERT INTO t SELECT * FROM x; MERGE INTO t"));
+  SqlFile file{"steps/30_merge.sql", "steps/30_merge.sql", "select 1;\n" + merge + ";\nselect 2;\n", "", false};
+  Status st = RunSqlFile(db_.get(), file);
+  ASSERT_TRUE(st.ok()) << st.message();
+  EXPECT_EQ(Rows("SELECT order_id, amount FROM orders ORDER BY order_id"),
+            "O1|1011.0\nO2|20.0\nO3|30.0\nO4|40.0\n");
+  EXPECT_EQ(Error("WITH latest AS (SELECT * FROM updates UNION ALL SELECT * FROM updates WHERE order_id = 'O1') "
+                  "MERGE INTO orders AS t USING latest AS s ON t.order_id = s.order_id WHEN MATCHED THEN UPDATE SET *"),
+            "MERGE INTO orders: 2 source rows match the target row with order_id = 'O1'; deduplicate the "
+            "source first (e.g. keep row_number() over (partition by s.order_id order by ...) = 1)")
+      << "(the duplicate check sees the CTE too)";
+}
+
+// A MERGE is planned once per connection and schema: the second run reads no
+// schema, and a schema change (a new column for UPDATE SET *) is seen.
+TEST_F(MergeTest, PlansOncePerSchema) {
+  Exec(kOrders);
+  int schema_reads = 0;
+  sqlite3_trace_v2(
+      db_->handle(), SQLITE_TRACE_STMT,
+      [](unsigned, void* context, void* stmt, void*) {
+        std::string sql = sqlite3_sql(static_cast<sqlite3_stmt*>(stmt));
+        if (sql.find("pragma_table_info") != std::string::npos) ++*static_cast<int*>(context);
+        return 0;
+      },
+      &schema_reads);
+  const std::string merge =
+      "MERGE INTO orders AS t USING updates AS s ON t.order_id = s.order_id "
+      "WHEN MATCHED THEN UPDATE SET * WHEN NOT MATCHED THEN INSERT *";
+  Merge(merge);
+  int first = schema_reads;
+  EXPECT_GT(first, 0);
+  Merge(merge);
+  EXPECT_EQ(schema_reads, first);
+  Exec("ALTER TABLE orders ADD COLUMN op TEXT;");
+  Merge(merge);
+  EXPECT_GT(schema_reads, first);
+  sqlite3_trace_v2(db_->handle(), 0, nullptr, nullptr);
+  EXPECT_EQ(Rows("SELECT order_id, op FROM orders ORDER BY order_id"), "O1|U\nO2|U\nO3|U\nO4|NULL\nO5|I\n");
+}
+
+// The messages say which spellings the unique key took for one value.
+TEST_F(MergeTest, DuplicateMessageShowsTheSpellingsOfOneKey) {
+  Exec("CREATE TABLE totals (id INTEGER NOT NULL UNIQUE, amount INTEGER);"
+       "CREATE TABLE moves (id, amount INTEGER);"
+       "INSERT INTO moves VALUES ('7', 1), (7, 2), (8, 1);");
+  EXPECT_EQ(Error("MERGE INTO totals AS t USING moves AS s ON t.id = s.id WHEN NOT MATCHED THEN INSERT *"),
+            "MERGE INTO totals: 2 source rows would insert the same new row with id = 7 (the source writes it "
+            "'7', 7, one key for the target's unique key); deduplicate the source first (e.g. keep row_number() "
+            "over (partition by s.id order by ...) = 1)");
+}
+
+// ON may name the index's own collation, never another one: MERGE matches as
+// the unique key does, whatever ON says.
+TEST_F(MergeTest, OnCollationMustBeTheUniqueKeys) {
+  Exec("CREATE TABLE users (email TEXT, visits INTEGER);"
+       "CREATE UNIQUE INDEX users_by_email ON users(email COLLATE NOCASE);"
+       "INSERT INTO users VALUES ('a@x', 1);"
+       "CREATE TABLE events (email TEXT);"
+       "INSERT INTO events VALUES ('A@X');");
+  EXPECT_EQ(Error("MERGE INTO users AS t USING events AS s ON t.email = s.email COLLATE BINARY "
+                  "WHEN MATCHED THEN UPDATE SET visits = t.visits + 1"),
+            "MERGE INTO users: ON compares email with COLLATE BINARY, but index users_by_email compares it with "
+            "NOCASE; MERGE matches rows as the unique key does: remove the COLLATE from ON");
+  Merge("MERGE INTO users AS t USING events AS s ON t.email = s.email collate nocase "
+        "WHEN MATCHED THEN UPDATE SET visits = t.visits + 1 WHEN NOT MATCHED THEN INSERT (email) VALUES (s.email)");
+  EXPECT_EQ(Rows("SELECT * FROM users"), "a@x|2\n");
+}
+
+// Two unique keys on the same columns that compare differently: which one
+// the upsert's conflict target is cannot be told, so MERGE refuses.
+TEST_F(MergeTest, TwoUniqueKeysComparingDifferentlyAreRefused) {
+  Exec("CREATE TABLE users (email TEXT UNIQUE, visits INTEGER);"
+       "CREATE UNIQUE INDEX users_by_email_nocase ON users(email COLLATE NOCASE);"
+       "CREATE TABLE events (email TEXT);");
+  EXPECT_EQ(Error("MERGE INTO users AS t USING events AS s ON t.email = s.email "
+                  "WHEN MATCHED THEN UPDATE SET visits = 1"),
+            "MERGE INTO users: two unique keys of users are on (email) but compare email differently (NOCASE in "
+            "index users_by_email_nocase, BINARY in index sqlite_autoindex_users_1); MERGE matches as the upsert's "
+            "unique key does and cannot tell which one that is: drop one of them");
+  // The same collation twice is one key.
+  Exec("DROP INDEX users_by_email_nocase; CREATE UNIQUE INDEX users_by_email_again ON users(email);");
+  Merge("MERGE INTO users AS t USING events AS s ON t.email = s.email WHEN MATCHED THEN UPDATE SET visits = 1");
+}
+
+// A REAL key keeps an integer beyond 2^53 as an integer in the index but reads
+// it back rounded: MERGE refuses such a key instead of matching it wrongly.
+TEST_F(MergeTest, RealKeyRefusesIntegersWithoutAnExactRealValue) {
+  Exec("CREATE TABLE readings (at REAL PRIMARY KEY, value INTEGER);"
+       "INSERT INTO readings VALUES (9007199254740992, 1), (1.5, 1);"
+       "CREATE TABLE incoming (at, value INTEGER);"
+       "INSERT INTO incoming VALUES ('9007199254740992', 2), (1.5, 2), ('1.5e0', 3);");
+  EXPECT_NE(Error("MERGE INTO readings AS t USING incoming AS s ON t.at = s.at "
+                  "WHEN MATCHED THEN UPDATE SET value = s.value"),
+            "");  // '1.5e0' and 1.5 are one key
+  Exec("DELETE FROM incoming WHERE value = 3;");
+  Merge("MERGE INTO readings AS t USING incoming AS s ON t.at = s.at WHEN MATCHED THEN UPDATE SET value = s.value");
+  EXPECT_EQ(Rows("SELECT * FROM readings ORDER BY at"), "1.5|2\n9.00719925474099e+15|2\n");
+  Exec("INSERT INTO incoming VALUES (9007199254740993, 4);");
+  EXPECT_EQ(Error("MERGE INTO readings AS t USING incoming AS s ON t.at = s.at "
+                  "WHEN MATCHED THEN UPDATE SET value = s.value"),
+            "MERGE INTO readings: the key value 9007199254740993 has no exact REAL value, so a REAL key column "
+            "cannot match it reliably; declare the key column INTEGER or NUMERIC");
+}
+
+// The cached plan is dropped when what it was made from changes without a
+// change to main's schema: a temp table that now hides the target, or a
+// temp source recreated with other columns (for SET * and INSERT *).
+TEST_F(MergeTest, CachedPlanFollowsTempTables) {
+  Exec(kOrders);
+  Exec("CREATE TEMP TABLE batch AS SELECT order_id, amount FROM updates;");
+  const std::string merge =
+      "MERGE INTO orders AS t USING batch AS s ON t.order_id = s.order_id "
+      "WHEN MATCHED THEN UPDATE SET * WHEN NOT MATCHED THEN INSERT *";
+  Merge(merge);
+  EXPECT_EQ(Rows("SELECT order_id, amount, status FROM orders WHERE order_id IN ('O1', 'O5') ORDER BY 1"),
+            "O1|11.0|new\nO5|50.0|NULL\n");
+  Exec("DROP TABLE temp.batch; CREATE TEMP TABLE batch AS SELECT order_id, status FROM updates;");
+  Merge(merge);
+  EXPECT_EQ(Rows("SELECT order_id, amount, status FROM orders WHERE order_id IN ('O1', 'O5') ORDER BY 1"),
+            "O1|11.0|paid\nO5|50.0|new\n");
+  Exec("CREATE TEMP TABLE orders (order_id TEXT PRIMARY KEY, amount REAL, status TEXT, ts INTEGER);");
+  Merge(merge);
+  EXPECT_EQ(Rows("SELECT order_id, status FROM temp.orders ORDER BY 1"),
+            "O1|paid\nO2|new\nO3|shipped\nO5|new\n");
 }
 
 }  // namespace
