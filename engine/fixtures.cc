@@ -2,14 +2,18 @@
 #include "engine/fixtures.h"
 
 #include <spdlog/spdlog.h>
+#include <sqlite3.h>
 
 #include <algorithm>
 #include <boost/program_options.hpp>
+#include <cctype>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <limits>
 #include <optional>
 #include <sstream>
 
@@ -35,19 +39,169 @@ std::string ShowRow(const Row& row) {
   return out;
 }
 
-bool AsNumber(const std::string& text, double* value) {
-  if (text.empty()) return false;
-  char* end = nullptr;
-  *value = std::strtod(text.c_str(), &end);
-  return *end == '\0';
+// A value of the table, with its SQLite storage class.
+struct Actual {
+  int type = SQLITE_NULL;
+  int64_t integer = 0;
+  double real = 0;
+  std::string text;  // as SQLite renders it (REAL: 15 significant digits)
+};
+using ActualRow = std::vector<Actual>;
+
+std::string ShowActual(const Actual& value) {
+  if (value.type == SQLITE_NULL) return "NULL";
+  if (value.type == SQLITE_TEXT &&
+      (value.text.empty() || std::isspace(static_cast<unsigned char>(value.text.front())) ||
+       std::isspace(static_cast<unsigned char>(value.text.back())))) {
+    return "'" + value.text + "'";  // so that '' and ' 5' can be told from NULL and 5
+  }
+  return value.text;
 }
 
-bool CellsEqual(const std::optional<std::string>& expected, const std::optional<std::string>& actual) {
-  if (!expected || !actual) return !expected && !actual;
-  if (*expected == *actual) return true;
-  double a = 0, b = 0;
-  if (AsNumber(*expected, &a) && AsNumber(*actual, &b)) {
-    return std::fabs(a - b) <= 1e-9 * std::max({1.0, std::fabs(a), std::fabs(b)});
+std::string ShowActualRow(const ActualRow& row) {
+  std::string out;
+  for (size_t column_idx = 0; column_idx < row.size(); ++column_idx) {
+    if (column_idx) out += " | ";
+    out += ShowActual(row[column_idx]);
+  }
+  return out;
+}
+
+// An exact decimal number: digits * 10^exponent, digits without leading or
+// trailing zeros (empty for zero).
+struct Decimal {
+  bool negative = false;
+  std::string digits;
+  int64_t exponent = 0;
+  bool operator==(const Decimal& other) const {
+    if (digits.empty() || other.digits.empty()) return digits.empty() && other.digits.empty();
+    return negative == other.negative && digits == other.digits && exponent == other.exponent;
+  }
+};
+
+void Normalize(Decimal* number) {
+  size_t first = number->digits.find_first_not_of('0');
+  if (first == std::string::npos) {
+    number->digits.clear();
+    number->exponent = 0;
+    return;
+  }
+  number->digits.erase(0, first);
+  size_t last = number->digits.find_last_not_of('0');
+  number->exponent += static_cast<int64_t>(number->digits.size() - last - 1);
+  number->digits.erase(last + 1);
+}
+
+// Parses [+-]?(D+(.D*)?|.D+)([eE][+-]?D+)? exactly. `decimals` receives the
+// number of digits written after the point, `scientific` whether it had an
+// exponent.
+std::optional<Decimal> ParseDecimal(const std::string& text, int* decimals = nullptr, bool* scientific = nullptr) {
+  Decimal number;
+  size_t i = 0;
+  if (i < text.size() && (text[i] == '+' || text[i] == '-')) number.negative = text[i++] == '-';
+  size_t integer_digits = 0, fraction_digits = 0;
+  while (i < text.size() && std::isdigit(static_cast<unsigned char>(text[i]))) {
+    number.digits += text[i++];
+    ++integer_digits;
+  }
+  if (i < text.size() && text[i] == '.') {
+    ++i;
+    while (i < text.size() && std::isdigit(static_cast<unsigned char>(text[i]))) {
+      number.digits += text[i++];
+      ++fraction_digits;
+    }
+  }
+  if (integer_digits + fraction_digits == 0) return std::nullopt;
+  number.exponent = -static_cast<int64_t>(fraction_digits);
+  bool has_exponent = false;
+  if (i < text.size() && (text[i] == 'e' || text[i] == 'E')) {
+    ++i;
+    bool negative = false;
+    if (i < text.size() && (text[i] == '+' || text[i] == '-')) negative = text[i++] == '-';
+    size_t start = i;
+    int64_t exponent = 0;
+    while (i < text.size() && std::isdigit(static_cast<unsigned char>(text[i]))) {
+      if (exponent < 100000) exponent = exponent * 10 + (text[i] - '0');
+      ++i;
+    }
+    if (i == start) return std::nullopt;
+    number.exponent += negative ? -exponent : exponent;
+    has_exponent = true;
+  }
+  if (i != text.size()) return std::nullopt;
+  if (decimals) *decimals = static_cast<int>(fraction_digits);
+  if (scientific) *scientific = has_exponent;
+  Normalize(&number);
+  return number;
+}
+
+// `number` rounded to `places` decimals, half away from zero.
+Decimal RoundTo(Decimal number, int places) {
+  int64_t target = -static_cast<int64_t>(places);
+  if (number.digits.empty() || number.exponent >= target) return number;
+  size_t drop = static_cast<size_t>(target - number.exponent);
+  if (drop > number.digits.size()) {
+    number.digits.clear();  // below half a unit of the last place
+    number.exponent = 0;
+    return number;
+  }
+  bool up = number.digits[number.digits.size() - drop] >= '5';
+  std::string kept = number.digits.substr(0, number.digits.size() - drop);
+  if (up) {
+    int idx = static_cast<int>(kept.size()) - 1;
+    while (idx >= 0 && kept[idx] == '9') kept[idx--] = '0';
+    if (idx >= 0) ++kept[idx];
+    else kept.insert(kept.begin(), '1');
+  }
+  number.digits = kept;
+  number.exponent = target;
+  Normalize(&number);
+  return number;
+}
+
+// How an expected cell matches a value of the table:
+//   NULL (empty cell)  only NULL
+//   INTEGER            the same whole number, exactly (42, +42, 42.0, 4.2e1)
+//   REAL               the value rounded to the decimals written (12.6 matches
+//                      12.6000000001 and 12.64, not 12.66); a cell written
+//                      without a point or with an exponent must equal it, to
+//                      the 15 significant digits SQLite shows
+//   TEXT, BLOB         the same characters (01234 is not 1234, ' 5' is not 5)
+// With a tolerance (header `column~0.01`), numbers match within it.
+bool CellMatches(const std::optional<std::string>& expected, const Actual& actual, std::optional<double> tolerance) {
+  if (!expected || actual.type == SQLITE_NULL) return !expected && actual.type == SQLITE_NULL;
+  if (actual.type == SQLITE_TEXT || actual.type == SQLITE_BLOB) return *expected == actual.text;
+  int decimals = 0;
+  bool scientific = false;
+  std::optional<Decimal> want = ParseDecimal(*expected, &decimals, &scientific);
+  if (!want) return false;
+  if (tolerance) {
+    double value = actual.type == SQLITE_INTEGER ? static_cast<double>(actual.integer) : actual.real;
+    double target = std::strtod(expected->c_str(), nullptr);
+    double slack = 4 * std::numeric_limits<double>::epsilon() * std::max(std::fabs(value), std::fabs(target));
+    return std::fabs(value - target) <= *tolerance + slack;
+  }
+  if (actual.type == SQLITE_INTEGER) return *want == *ParseDecimal(std::to_string(actual.integer));
+  if (std::strtod(expected->c_str(), nullptr) == actual.real) return true;  // all the digits, written out
+  char shown[64];
+  std::snprintf(shown, sizeof(shown), "%.15g", actual.real);
+  std::optional<Decimal> have = ParseDecimal(shown);
+  if (!have) return false;  // inf, nan
+  if (scientific || expected->find('.') == std::string::npos) return *want == *have;
+  return *want == RoundTo(*have, decimals);
+}
+
+// Maximum matching of expected rows to actual rows (a row matches one row
+// at most); `pair[actual]` receives the expected row or -1.
+bool Augment(size_t want, const std::vector<std::vector<size_t>>& candidates, std::vector<bool>* visited,
+             std::vector<int64_t>* pair) {
+  for (size_t have : candidates[want]) {
+    if ((*visited)[have]) continue;
+    (*visited)[have] = true;
+    if ((*pair)[have] < 0 || Augment(static_cast<size_t>((*pair)[have]), candidates, visited, pair)) {
+      (*pair)[have] = static_cast<int64_t>(want);
+      return true;
+    }
   }
   return false;
 }
@@ -81,23 +235,51 @@ bool CompareTable(Database* db, const fs::path& expected_path, std::string* repo
   std::ostringstream content;
   content << in.rdbuf();
   std::string display = "expected/" + expected_path.filename().string();
-  Result<CsvTable> expected = ParseCsv(content.str(), display);
-  if (!expected.ok()) {
-    *report += "  " + expected.status().message() + "\n";
+  if (!in) {
+    *report += "  " + display + ": cannot read the file\n";
     return false;
   }
+  Result<CsvTable> expected = ParseCsv(content.str(), display);
+  if (!expected.ok()) {
+    std::istringstream lines(expected.status().message());
+    std::string line;
+    while (std::getline(lines, line)) *report += "  " + line + "\n";
+    return false;
+  }
+  // `column~0.01`: compare the column's numbers within 0.01.
+  std::vector<std::string> names;
+  std::vector<std::optional<double>> tolerances;
+  bool header_ok = true;
+  for (const auto& cell : expected->header) {
+    size_t tilde = cell.rfind('~');
+    names.push_back(cell.substr(0, tilde));
+    tolerances.emplace_back(std::nullopt);
+    if (tilde == std::string::npos) continue;
+    std::string written = cell.substr(tilde + 1);
+    char* end = nullptr;
+    double tolerance = std::strtod(written.c_str(), &end);
+    if (written.empty() || *end != '\0' || !std::isfinite(tolerance) || tolerance < 0 || names.back().empty() ||
+        written.find_first_of(" \tnNiIxX") != std::string::npos) {
+      *report += "  " + display + ": header cell '" + cell +
+                 "': write column~TOLERANCE with a number >= 0 after ~, as in amount~0.005\n";
+      header_ok = false;
+      continue;
+    }
+    tolerances.back() = tolerance;
+  }
+  if (!header_ok) return false;
   if (!db->TableExists(table)) {
     *report += "  " + table + ": no such table (from " + display + ")\n";
     return false;
   }
   std::string columns;
-  for (const auto& name : expected->header) columns += (columns.empty() ? "" : ", ") + QuoteIdentifier(name);
+  for (const auto& name : names) columns += (columns.empty() ? "" : ", ") + QuoteIdentifier(name);
   Result<Statement> stmt = db->Prepare("SELECT " + columns + " FROM " + QuoteIdentifier(table));
   if (!stmt.ok()) {
     *report += "  " + table + ": " + stmt.status().message() + "\n";
     return false;
   }
-  std::vector<Row> actual;
+  std::vector<ActualRow> actual;
   while (true) {
     Result<bool> has_row = stmt->Step();
     if (!has_row.ok()) {
@@ -105,37 +287,51 @@ bool CompareTable(Database* db, const fs::path& expected_path, std::string* repo
       return false;
     }
     if (!*has_row) break;
-    Row row;
-    for (size_t column_idx = 0; column_idx < expected->header.size(); ++column_idx) {
+    ActualRow row;
+    for (size_t column_idx = 0; column_idx < names.size(); ++column_idx) {
       int column = static_cast<int>(column_idx);
-      if (stmt->IsNull(column)) row.emplace_back(std::nullopt);
-      else row.emplace_back(stmt->ColumnText(column));
+      Actual value;
+      value.type = sqlite3_column_type(stmt->get(), column);
+      if (value.type == SQLITE_INTEGER) value.integer = stmt->ColumnInt(column);
+      if (value.type == SQLITE_FLOAT) value.real = stmt->ColumnDouble(column);
+      if (value.type != SQLITE_NULL) value.text = stmt->ColumnText(column);
+      row.push_back(std::move(value));
     }
     actual.push_back(std::move(row));
   }
-  std::vector<bool> matched(actual.size(), false);
-  std::vector<const Row*> missing;
-  for (const Row& want : expected->rows) {
-    bool found = false;
-    for (size_t row_idx = 0; row_idx < actual.size() && !found; ++row_idx) {
-      if (matched[row_idx]) continue;
+  // Which actual rows each expected row matches, then a maximum matching,
+  // so that the order of the rows never decides the outcome.
+  std::vector<std::vector<size_t>> candidates(expected->rows.size());
+  for (size_t want = 0; want < expected->rows.size(); ++want) {
+    for (size_t have = 0; have < actual.size(); ++have) {
       bool equal = true;
-      for (size_t column_idx = 0; column_idx < want.size() && equal; ++column_idx) {
-        equal = CellsEqual(want[column_idx], actual[row_idx][column_idx]);
+      for (size_t column_idx = 0; column_idx < names.size() && equal; ++column_idx) {
+        equal = CellMatches(expected->rows[want][column_idx], actual[have][column_idx], tolerances[column_idx]);
       }
-      if (equal) matched[row_idx] = found = true;
+      if (equal) candidates[want].push_back(have);
     }
-    if (!found) missing.push_back(&want);
   }
-  size_t unexpected = std::count(matched.begin(), matched.end(), false);
-  if (missing.empty() && unexpected == 0) return true;
+  std::vector<int64_t> pair(actual.size(), -1);
+  for (size_t want = 0; want < expected->rows.size(); ++want) {
+    std::vector<bool> visited(actual.size(), false);
+    Augment(want, candidates, &visited, &pair);
+  }
+  std::vector<bool> found(expected->rows.size(), false);
+  for (int64_t want : pair) {
+    if (want >= 0) found[static_cast<size_t>(want)] = true;
+  }
+  size_t missing = std::count(found.begin(), found.end(), false);
+  size_t unexpected = std::count(pair.begin(), pair.end(), -1);
+  if (missing == 0 && unexpected == 0) return true;
   std::string header;
   for (const auto& name : expected->header) header += (header.empty() ? "" : " | ") + name;
-  *report += "  " + table + " (" + header + "): " + std::to_string(missing.size()) + " expected row(s) missing, " +
+  *report += "  " + table + " (" + header + "): " + std::to_string(missing) + " expected row(s) missing, " +
              std::to_string(unexpected) + " unexpected\n";
-  for (const Row* row : missing) *report += "    - " + ShowRow(*row) + "\n";
-  for (size_t row_idx = 0; row_idx < actual.size(); ++row_idx) {
-    if (!matched[row_idx]) *report += "    + " + ShowRow(actual[row_idx]) + "\n";
+  for (size_t want = 0; want < expected->rows.size(); ++want) {
+    if (!found[want]) *report += "    - " + ShowRow(expected->rows[want]) + "\n";
+  }
+  for (size_t have = 0; have < actual.size(); ++have) {
+    if (pair[have] < 0) *report += "    + " + ShowActualRow(actual[have]) + "\n";
   }
   return false;
 }
@@ -176,16 +372,24 @@ FixtureResult RunCase(const Pipeline& base, const fs::path& case_dir) {
     return result;
   }
   std::vector<fs::path> expected;
+  std::vector<std::string> refused;
   std::error_code ec;
   for (const auto& entry : fs::directory_iterator(case_dir / "expected", ec)) {
-    if (entry.path().extension() == ".csv") expected.push_back(entry.path());
+    if (entry.path().extension() == ".csv" && entry.is_regular_file(ec)) expected.push_back(entry.path());
+    else refused.push_back(entry.path().filename().string());
   }
   std::sort(expected.begin(), expected.end());
+  std::sort(refused.begin(), refused.end());
+  // A file that is not compared must not look like a passing specification.
+  for (const auto& name : refused) {
+    result.report += "  expected/" + name +
+                     ": not read; expected/ may hold only <table>.csv files (lower-case .csv); rename or remove it\n";
+  }
   if (expected.empty()) {
-    result.report = "  no expected/*.csv: nothing to compare\n";
+    result.report += "  no expected/*.csv: nothing to compare\n";
     return result;
   }
-  result.passed = true;
+  result.passed = refused.empty();
   for (const auto& path : expected) {
     if (!CompareTable((*engine)->database(), path, &result.report)) result.passed = false;
   }
@@ -231,7 +435,8 @@ int CommandTest(const std::vector<std::string>& args) {
                  "                fields override the defaults (partition 0, offset and timestamp = line number)\n"
                  "  batches       optional: lines per batch, one number per line\n"
                  "  expected/     <table>.csv: the header names the columns compared; rows in any order; an\n"
-                 "                empty cell is NULL; numbers compare as numbers\n"
+                 "                empty cell is NULL; integers compare exactly, text as text, REAL to the\n"
+                 "                decimals written (or within column~TOLERANCE); any other file fails the case\n"
                  "Exits non-zero if any case fails.\n\n"
               << options;
     return vm.count("help") ? kExitOk : kExitUsage;

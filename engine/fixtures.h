@@ -6,7 +6,11 @@
 //   batches              optional: lines per batch, one number per line
 //   expected/<table>.csv the rows <table> must hold afterwards, compared on
 //                        the header's columns only, in any order; an empty
-//                        cell is NULL; numbers compare as numbers
+//                        cell is NULL. A cell is compared by the type of the
+//                        table's value: INTEGER exactly, TEXT as text, REAL
+//                        rounded to the decimals written in the cell (or
+//                        within the header's `column~TOLERANCE`). Any other
+//                        file in expected/ fails the case.
 #pragma once
 
 #include <ostream>

@@ -1,11 +1,15 @@
 // Seeds: dimension tables from CSV files. seeds/customers.csv becomes table
-// customers. The first row is the header (column names); column types are
-// inferred (INTEGER when every non-empty cell is a whole number, REAL when
-// every one is a number, else TEXT); an empty cell is NULL. A seed is
-// reloaded, inside the batch transaction, only when its content changed
-// (checksum in _sluice_seeds).
+// customers. The first row is the header (column names, each optionally
+// annotated with a type: `customer_id:TEXT`); undeclared column types are
+// inferred (INTEGER when every non-empty cell is a 64-bit whole number, REAL
+// when every one is a number, else TEXT; a quoted cell, a number with a
+// leading zero such as 007 and a whole number beyond 64 bits are text); an
+// empty cell is NULL. A seed is reloaded, inside the batch transaction, only
+// when its content changed (checksum in _sluice_seeds), from one complete
+// snapshot of the file; sluice never drops a table it did not load from a seed.
 #pragma once
 
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -24,18 +28,58 @@ struct SeedFile {
 struct CsvTable {
   std::vector<std::string> header;
   std::vector<std::vector<std::optional<std::string>>> rows;  // nullopt: empty cell
+  // Parallel to `rows`: which cells were quoted in the file, and the line
+  // each row starts on.
+  std::vector<std::vector<bool>> quoted;
+  std::vector<int> lines;
+  int header_line = 1;
 };
 
 // Parses RFC 4180 CSV (quoted fields, doubled quotes, embedded newlines).
 // Errors name `display` and the line: a ragged row, an unterminated quote, an
-// empty or duplicate header cell.
+// empty or duplicate header cell. Every ragged row is reported (one per line
+// of the message, up to 20), not only the first.
 Result<CsvTable> ParseCsv(const std::string& text, const std::string& display);
 
 // FNV-1a 64 of `text`, as 16 hex digits.
 std::string Checksum(const std::string& text);
 
+// What _sluice_seeds.checksum holds for a seed file with content `text`: its
+// Checksum() and the version of the loading rules ("<16 hex>/2"), so that a
+// seed loaded under older type rules is loaded again once.
+std::string SeedChecksum(const std::string& text);
+
+// Reads the whole file into memory and returns it only if the file did not
+// change while it was read (size, modification time and inode before and
+// after; re-read up to 5 times). IoError naming `display` otherwise.
+Result<std::string> ReadSeedSnapshot(const std::string& path, const std::string& display);
+
+// The seeds of the pipeline directory `dir` (dir/seeds/*.csv), sorted, with
+// every problem of the directory in `problems` (all of them, not the first):
+// a file name that cannot be a table name, a name that differs only in case
+// from another seed's (SQLite table names ignore case), a file whose
+// extension is .csv in another case (it would not be loaded). Seeds with a
+// bad name are left out of the result.
+std::vector<SeedFile> FindSeeds(const std::string& dir, std::vector<std::string>* problems);
+
+// Fails, naming both files, when two seeds would load into the same table
+// (names that differ only in case).
+Status CheckSeedNames(const std::vector<SeedFile>& seeds);
+
 // Loads every seed whose checksum differs from the stored one. `loaded`
-// receives the tables (re)loaded. Call inside a transaction.
+// receives the tables (re)loaded. Call inside a transaction. Refuses a seed
+// whose table exists but was not loaded from a seed (created by schema.sql or
+// a step): it is never dropped.
 Status LoadChangedSeeds(Database* db, const std::vector<SeedFile>& seeds, std::vector<std::string>* loaded);
+
+// For commands that empty tables (reset --truncate): when `table` was loaded
+// from a seed, forgets its checksum so that the next LoadChangedSeeds loads
+// it again (the table stays sluice's), and returns true; false when `table`
+// is not a seed's. Call inside the transaction that empties the table.
+Result<bool> ForgetSeedChecksum(Database* db, const std::string& table);
+
+// For tests: called with the path and the attempt number (0, 1, ...) after a
+// seed file was read and before it is checked for changes. nullptr removes it.
+void SetSeedReadHookForTesting(std::function<void(const std::string& path, int attempt)> hook);
 
 }  // namespace sluice
