@@ -6,19 +6,158 @@
 #include <rapidjson/writer.h>
 
 #include <algorithm>
+#include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <iostream>
 #include <limits>
 #include <thread>
 
 namespace sluice {
+namespace {
+
+constexpr uint64_t kFnvOffset = 14695981039346656037ULL;
+constexpr uint64_t kFnvPrime = 1099511628211ULL;
+
+uint64_t Fnv(uint64_t hash, const std::string& text) {
+  for (unsigned char c : text) hash = (hash ^ c) * kFnvPrime;
+  return (hash ^ static_cast<unsigned char>('\n')) * kFnvPrime;
+}
+
+// Days since 1970-01-01 of a proleptic Gregorian date.
+int64_t DaysFromCivil(int64_t y, int64_t m, int64_t d) {
+  y -= m <= 2;
+  const int64_t era = (y >= 0 ? y : y - 399) / 400;
+  const int64_t yoe = y - era * 400;
+  const int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+  const int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+  return era * 146097 + doe - 719468;
+}
+
+// The integer value of a JSON number that is exactly an integer in
+// [min, max] (1.0 is 1; 1.5 and 1e300 are not).
+std::optional<int64_t> ExactInteger(const rapidjson::Value& value, int64_t min, int64_t max) {
+  if (value.IsInt64()) {
+    int64_t v = value.GetInt64();
+    if (v < min || v > max) return std::nullopt;
+    return v;
+  }
+  if (value.IsDouble()) {
+    double d = value.GetDouble();
+    // 2^53: beyond it a double does not hold every integer, so the digits
+    // written may not be the value read.
+    if (!std::isfinite(d) || std::floor(d) != d || std::fabs(d) > 9007199254740992.0) return std::nullopt;
+    auto v = static_cast<int64_t>(d);
+    if (v < min || v > max) return std::nullopt;
+    return v;
+  }
+  return std::nullopt;
+}
+
+std::string JsonText(const rapidjson::Value& value) {
+  rapidjson::StringBuffer buffer;
+  rapidjson::Writer<rapidjson::StringBuffer> writer(buffer);
+  value.Accept(writer);
+  std::string text(buffer.GetString(), buffer.GetSize());
+  return text.size() > 40 ? text.substr(0, 40) + "..." : text;
+}
+
+}  // namespace
+
+std::optional<int64_t> ParseIsoMillisStrict(const std::string& text) {
+  // YYYY-MM-DDTHH:MM:SS[.fraction](Z|+HH:MM|-HH:MM|+HHMM|-HHMM)
+  auto digits = [&](size_t at, size_t count, int* out) {
+    if (at + count > text.size()) return false;
+    int v = 0;
+    for (size_t i = at; i < at + count; ++i) {
+      if (text[i] < '0' || text[i] > '9') return false;
+      v = v * 10 + (text[i] - '0');
+    }
+    *out = v;
+    return true;
+  };
+  int year, month, day, hour, minute, second;
+  if (!digits(0, 4, &year) || text.size() < 20 || text[4] != '-' || !digits(5, 2, &month) || text[7] != '-' ||
+      !digits(8, 2, &day) || (text[10] != 'T' && text[10] != 't') || !digits(11, 2, &hour) || text[13] != ':' ||
+      !digits(14, 2, &minute) || text[16] != ':' || !digits(17, 2, &second)) {
+    return std::nullopt;
+  }
+  static const int kDays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+  bool leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+  if (month < 1 || month > 12 || day < 1 || day > kDays[month - 1] || (month == 2 && day == 29 && !leap) ||
+      hour > 23 || minute > 59 || second > 59) {
+    return std::nullopt;
+  }
+  size_t at = 19;
+  int64_t millis = 0;
+  if (at < text.size() && text[at] == '.') {
+    ++at;
+    size_t first = at;
+    int64_t scale = 100;
+    while (at < text.size() && text[at] >= '0' && text[at] <= '9') {
+      millis += (text[at] - '0') * scale;
+      scale /= 10;
+      ++at;
+    }
+    if (at == first) return std::nullopt;
+  }
+  int64_t offset_minutes = 0;
+  std::string zone = text.substr(at);
+  if (zone == "Z" || zone == "z") {
+    offset_minutes = 0;
+  } else if (zone.size() >= 5 && (zone[0] == '+' || zone[0] == '-')) {
+    int zh, zm;
+    bool colon = zone.size() == 6 && zone[3] == ':';
+    if (!digits(at + 1, 2, &zh) || !(colon ? digits(at + 4, 2, &zm) : zone.size() == 5 && digits(at + 3, 2, &zm)) ||
+        zh > 23 || zm > 59) {
+      return std::nullopt;
+    }
+    offset_minutes = (zone[0] == '-' ? -1 : 1) * (zh * 60 + zm);
+  } else {
+    return std::nullopt;
+  }
+  int64_t seconds = DaysFromCivil(year, month, day) * 86400 + hour * 3600 + minute * 60 + second - offset_minutes * 60;
+  return seconds * 1000 + millis;
+}
 
 FileSource::FileSource(FileSourceOptions options) : options_(std::move(options)) {
   std::string topic = options_.path == "-" ? "stdin" : std::filesystem::path(options_.path).filename().string();
   partition_ = {topic, 0};
+  hash_ = kFnvOffset;
+}
+
+std::string FileSource::Checksum() const {
+  char text[17];
+  std::snprintf(text, sizeof(text), "%016llx", static_cast<unsigned long long>(hash_));
+  return text;
+}
+
+std::string FileSource::Refusal(const std::string& what) const {
+  const std::string& input = partition_.first;
+  std::string file = options_.path == "-" ? "standard input" : options_.path;
+  return "--from-file " + options_.path + ": " + what + ". Nothing was read. To read " + file +
+         " from its first line, run again with --restart (or `sluice reset DIR --input " + input +
+         "`, adding --truncate TABLE... for the tables the earlier reads filled)";
+}
+
+int64_t FileSource::ResumeLine() const {
+  int64_t resume = 1;
+  for (const auto& [tp, offset] : starts_) {
+    if (tp.first == partition_.first) resume = std::max(resume, offset);
+  }
+  return resume;
 }
 
 Status FileSource::Open(const StoredOffsetLookup& stored) {
+  const std::string& input = partition_.first;
+  for (const auto& topic : options_.kafka_topics) {
+    if (topic == input) {
+      return Status::InvalidInput(
+          "--from-file " + options_.path + ": the input's name '" + input +
+          "' is a topic of this pipeline, and a file's positions are stored under its name: they would be that "
+          "topic's offsets. Give the file another name (e.g. " + input + ".jsonl)");
+    }
+  }
   if (options_.path == "-") {
     in_ = &std::cin;
   } else {
@@ -26,37 +165,70 @@ Status FileSource::Open(const StoredOffsetLookup& stored) {
     if (!file_) return Status::IoError("cannot read " + options_.path);
     in_ = &file_;
   }
-  // Line numbers are shared by every partition a file's envelopes name, and
-  // each batch commits as one transaction: resume after the highest stored.
-  std::vector<TopicPartition> partitions = {partition_};
-  if (options_.path != "-") {
-    std::ifstream scan(options_.path, std::ios::binary);
-    std::string line;
-    int64_t number = 0;
-    while (std::getline(scan, line)) {
-      if (line.find("\"_kafka_partition\"") == std::string::npos) continue;
-      Message message;
-      ParseLine(line, ++number, partition_.first, 0, &message);
-      TopicPartition tp{partition_.first, message.partition};
-      if (std::find(partitions.begin(), partitions.end(), tp) == partitions.end()) partitions.push_back(tp);
+  if (options_.restart && options_.store) {
+    SLUICE_RETURN_IF_ERROR(options_.store.forget(input).WithContext("cannot forget the position of " + input));
+  }
+  // Every partition stored under the input's name is the input's: envelopes
+  // may name any partition, and each batch commits them together, so
+  // reading resumes after the highest.
+  if (stored && !(options_.restart && !options_.store)) {
+    Result<OffsetMap> all = stored();
+    if (!all.ok()) return all.status();
+    for (const auto& [tp, offset] : *all) {
+      if (tp.first == input) starts_[tp] = offset;
     }
   }
-  int64_t resume = 1;
-  if (stored) {
-    Result<OffsetMap> offsets = stored(partitions);
-    if (!offsets.ok()) return offsets.status();
-    for (const auto& [tp, offset] : *offsets) {
-      resume = std::max(resume, offset);
-      starts_[tp] = offset;
-    }
-  }
+  int64_t resume = ResumeLine();
   if (!starts_.count(partition_)) starts_[partition_] = resume;
-  return SkipTo(resume);
+  SLUICE_RETURN_IF_ERROR(SkipTo(resume));
+  if (next_line_ < resume) {
+    return Status::InvalidInput(Refusal("the position stored for input '" + input + "' is line " +
+                                        std::to_string(resume) + ", but the input has only " +
+                                        std::to_string(next_line_ - 1) + (next_line_ == 2 ? " line" : " lines") +
+                                        ": it is not the one read before (truncated or replaced)"));
+  }
+  if (resume > 1 && options_.store) {
+    Result<std::optional<InputCheckpoint>> checkpoint = options_.store.find(input, resume);
+    if (!checkpoint.ok()) return checkpoint.status();
+    if (!*checkpoint) {
+      return Status::InvalidInput(Refusal("the position stored for input '" + input + "' (line " +
+                                          std::to_string(resume) +
+                                          ") has no record of the content it was read from (stored by an earlier "
+                                          "version of sluice, or moved by hand), so it cannot be checked"));
+    }
+    if ((*checkpoint)->bytes != bytes_ || (*checkpoint)->checksum != Checksum()) {
+      return Status::InvalidInput(Refusal(
+          "its first " + std::to_string(resume - 1) + " lines, up to the position stored for input '" + input +
+          "', differ from those read before (" + std::to_string(bytes_) + " bytes now, " +
+          std::to_string((*checkpoint)->bytes) +
+          " bytes then): a different file with the same name, or lines inserted, removed or changed"));
+    }
+  }
+  return Status::Ok();
+}
+
+bool FileSource::NextLine(std::string* line) {
+  bool from_stdin = options_.path == "-";
+  int64_t index = next_line_ - buffer_first_;
+  if (from_stdin && index >= 0 && index < static_cast<int64_t>(buffer_.size())) {
+    *line = buffer_[static_cast<size_t>(index)].text;
+  } else {
+    if (!std::getline(*in_, *line)) return false;
+    if (from_stdin) {
+      if (buffer_.empty()) buffer_first_ = next_line_;
+      buffer_.push_back({*line, bytes_, hash_});
+    }
+  }
+  bytes_ += static_cast<int64_t>(line->size()) + 1;
+  hash_ = Fnv(hash_, *line);
+  ++next_line_;
+  return true;
 }
 
 Status FileSource::SkipTo(int64_t line_number) {
   std::string line;
-  while (next_line_ < line_number && std::getline(*in_, line)) ++next_line_;
+  while (next_line_ < line_number && NextLine(&line)) {
+  }
   if (next_line_ < line_number) eof_ = true;
   return Status::Ok();
 }
@@ -69,29 +241,66 @@ void FileSource::ParseLine(const std::string& line, int64_t line_number, const s
   message->timestamp = default_timestamp ? *default_timestamp : line_number;
   message->key.reset();
   message->value = line;
+  message->envelope_error.reset();
   if (line.find("\"_kafka_") == std::string::npos) return;
   rapidjson::Document doc;
   doc.Parse(line.data(), line.size());
   if (doc.HasParseError() || !doc.IsObject()) return;
+  std::string errors;
+  auto bad = [&](const char* name, const rapidjson::Value& value, const char* want) {
+    errors += std::string(errors.empty() ? "" : "; ") + "envelope field " + name + " is " + JsonText(value) + ": " +
+              want;
+  };
   bool changed = false;
   auto take = [&](const char* name) -> const rapidjson::Value* {
     auto member = doc.FindMember(name);
     return member == doc.MemberEnd() ? nullptr : &member->value;
   };
   if (const rapidjson::Value* key = take("_kafka_key")) {
-    if (key->IsString()) message->key = std::string(key->GetString(), key->GetStringLength());
+    if (key->IsString()) {
+      message->key = std::string(key->GetString(), key->GetStringLength());
+    } else if (key->IsNull()) {
+      message->key.reset();
+    } else if (key->IsInt64() || key->IsUint64()) {
+      message->key = JsonText(*key);  // 42 is the key "42"
+    } else {
+      bad("_kafka_key", *key, "a key must be a string, an integer or null");
+    }
     doc.EraseMember("_kafka_key");
     changed = true;
   }
   if (const rapidjson::Value* partition = take("_kafka_partition")) {
-    if (partition->IsInt()) message->partition = partition->GetInt();
+    std::optional<int64_t> number = ExactInteger(*partition, 0, std::numeric_limits<int32_t>::max());
+    if (number) message->partition = static_cast<int32_t>(*number);
+    else bad("_kafka_partition", *partition, "a partition must be an integer from 0 to 2147483647");
     doc.EraseMember("_kafka_partition");
     changed = true;
   }
   if (const rapidjson::Value* timestamp = take("_kafka_timestamp")) {
-    if (timestamp->IsInt64()) message->timestamp = timestamp->GetInt64();
+    std::optional<int64_t> ms;
+    if (timestamp->IsString()) {
+      ms = ParseIsoMillisStrict(std::string(timestamp->GetString(), timestamp->GetStringLength()));
+      if (ms && *ms < 0) ms.reset();
+    } else if (timestamp->IsNull()) {
+      message->timestamp.reset();
+      ms = std::nullopt;
+    } else {
+      ms = ExactInteger(*timestamp, 0, std::numeric_limits<int64_t>::max());
+    }
+    if (ms) message->timestamp = *ms;
+    else if (!timestamp->IsNull()) {
+      bad("_kafka_timestamp", *timestamp,
+          "a timestamp must be milliseconds since 1970 (an integer) or ISO-8601 with a zone "
+          "(2026-11-21T08:00:00.000Z)");
+    }
     doc.EraseMember("_kafka_timestamp");
     changed = true;
+  }
+  if (!errors.empty()) {
+    // Quarantined as the line was written, so the reason can be checked
+    // against it.
+    message->envelope_error = errors;
+    return;
   }
   if (changed) {
     rapidjson::StringBuffer buffer;
@@ -109,18 +318,22 @@ Status FileSource::Fetch(size_t max_messages, std::chrono::milliseconds, std::ve
   }
   size_t taken = 0;
   std::string line;
+  InputCheckpoint checkpoint;
   while (taken < limit && !eof_) {
-    if (!std::getline(*in_, line)) {
+    if (!NextLine(&line)) {
       eof_ = true;
       break;
     }
-    int64_t number = next_line_++;
+    int64_t number = next_line_ - 1;
     if (!line.empty() && line.back() == '\r') line.pop_back();
     if (line.find_first_not_of(" \t") == std::string::npos) continue;
     Message message;
     ParseLine(line, number, partition_.first, options_.default_timestamp, &message);
     out->push_back(std::move(message));
     ++taken;
+    checkpoint.next_offset = next_line_;
+    checkpoint.bytes = bytes_;
+    checkpoint.checksum = Checksum();
   }
   if (batch_index_ < options_.batch_sizes.size()) {
     batch_used_ += static_cast<int64_t>(taken);
@@ -128,6 +341,12 @@ Status FileSource::Fetch(size_t max_messages, std::chrono::milliseconds, std::ve
       ++batch_index_;
       batch_used_ = 0;
     }
+  }
+  // The position this batch stores is the line after its last message:
+  // record what precedes it before the batch can commit.
+  if (taken > 0 && options_.store) {
+    SLUICE_RETURN_IF_ERROR(options_.store.save(partition_.first, checkpoint)
+                               .WithContext("cannot record the identity of input '" + partition_.first + "'"));
   }
   return Status::Ok();
 }
@@ -150,23 +369,47 @@ Result<OffsetMap> FileSource::EndOffsets() {
 
 Status FileSource::CommitOffsets(const OffsetMap& next) {
   for (const auto& [tp, offset] : next) starts_[tp] = offset;
+  // Lines before the committed position are never read again.
+  int64_t resume = ResumeLine();
+  while (!buffer_.empty() && buffer_first_ < resume) {
+    buffer_.pop_front();
+    ++buffer_first_;
+  }
   return Status::Ok();
 }
 
-Status FileSource::Rewind(const OffsetMap& to) {
-  auto found = to.find(partition_);
-  if (found == to.end()) return Status::Ok();
-  if (options_.path == "-" && found->second < next_line_) {
-    return Status::IoError("cannot re-read stdin; run again with the file");
-  }
-  if (found->second < next_line_) {
-    file_.clear();
-    file_.seekg(0);
-    next_line_ = 1;
+Status FileSource::Reposition(int64_t line_number) {
+  if (line_number < next_line_) {
+    if (options_.path == "-") {
+      if (line_number < buffer_first_ || buffer_.empty()) {
+        return Status::IoError("cannot re-read stdin before line " + std::to_string(buffer_first_) +
+                               "; run again with the file");
+      }
+      const Buffered& first = buffer_.front();
+      next_line_ = buffer_first_;
+      bytes_ = first.bytes_before;
+      hash_ = first.hash_before;
+    } else {
+      file_.clear();
+      file_.seekg(0);
+      next_line_ = 1;
+      bytes_ = 0;
+      hash_ = kFnvOffset;
+    }
     eof_ = false;
   }
-  for (const auto& [tp, offset] : to) starts_[tp] = offset;
-  return SkipTo(found->second);
+  return SkipTo(line_number);
+}
+
+Status FileSource::Rewind(const OffsetMap& to) {
+  bool ours = false;
+  for (const auto& [tp, offset] : to) {
+    if (tp.first != partition_.first) continue;
+    starts_[tp] = offset;
+    ours = true;
+  }
+  if (!ours) return Status::Ok();
+  return Reposition(ResumeLine());
 }
 
 void FileSource::Idle(std::chrono::milliseconds duration, const std::atomic<bool>& stop) {

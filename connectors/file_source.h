@@ -4,12 +4,24 @@
 // file's name ("stdin" for -), the partition 0, the offset the line number
 // (1-based). Optional envelope fields in a line override the defaults and are
 // removed from the value: "_kafka_key", "_kafka_partition",
-// "_kafka_timestamp" (ms since epoch). Without one, the timestamp is
-// `default_timestamp` (the start of the run for --from-file; the line number
-// for fixtures, so that expected results do not depend on the clock).
+// "_kafka_timestamp" (ms since epoch, or ISO-8601 with a zone). A field of
+// the wrong type marks the message (Message::envelope_error) and staging
+// quarantines it. Without one, the timestamp is `default_timestamp` (the
+// start of the run for --from-file; the line number for fixtures, so that
+// expected results do not depend on the clock).
+//
+// Resuming: every stored offset whose topic is the input's name belongs to
+// the input (envelopes may name several partitions); reading resumes after
+// the highest. With a `store`, the input is identified by more than its name:
+// before a batch commits, the number of bytes before its next line and their
+// checksum are recorded for that position, and on resume the file's prefix
+// must match them, else Open refuses (a different file with the same name, a
+// truncated or rewritten file, lines inserted).
 #pragma once
 
+#include <deque>
 #include <fstream>
+#include <functional>
 #include <istream>
 #include <memory>
 #include <optional>
@@ -20,6 +32,25 @@
 
 namespace sluice {
 
+// The identity of an input at a position: the bytes before line `next_offset`
+// (each line counted with one newline) and their checksum (hex).
+struct InputCheckpoint {
+  int64_t next_offset = 1;
+  int64_t bytes = 0;
+  std::string checksum;
+};
+
+// Where the identities of inputs are kept (the pipeline's database).
+struct FileInputStore {
+  // The checkpoint recorded for `input` at `next_offset`, or nullopt.
+  std::function<Result<std::optional<InputCheckpoint>>(const std::string& input, int64_t next_offset)> find;
+  // Records a checkpoint (called before the batch that stores the position commits).
+  std::function<Status(const std::string& input, const InputCheckpoint& checkpoint)> save;
+  // Forgets the stored positions and checkpoints of `input` (--restart).
+  std::function<Status(const std::string& input)> forget;
+  explicit operator bool() const { return find && save && forget; }
+};
+
 struct FileSourceOptions {
   std::string path;  // "-" reads stdin
   // Timestamp for lines without "_kafka_timestamp"; nullopt: the line number.
@@ -27,7 +58,20 @@ struct FileSourceOptions {
   // Lines per batch, in order (fixtures' `batches` file); empty: as the
   // engine asks (max_messages). A batch never spans two entries.
   std::vector<int64_t> batch_sizes;
+  // The pipeline's Kafka topics: an input named like one is refused, since
+  // its positions would be the topic's offsets.
+  std::vector<std::string> kafka_topics;
+  // Forget the stored position of this input and read it from its first line.
+  bool restart = false;
+  // Identity checks (`sluice run --from-file`); unset: positions are taken
+  // as stored (fixtures, tests).
+  FileInputStore store;
 };
+
+// Strict ISO-8601 with a zone ("2026-11-21T08:00:00.123Z", "+01:00", "+0100")
+// to ms since the epoch; nullopt for anything else (no zone, out-of-range
+// fields, trailing text).
+std::optional<int64_t> ParseIsoMillisStrict(const std::string& text);
 
 class FileSource : public BatchSource {
  public:
@@ -50,6 +94,22 @@ class FileSource : public BatchSource {
 
  private:
   Status SkipTo(int64_t line_number);
+  // The next raw line (without its newline), from the buffer when replaying
+  // stdin after a rewind; updates the position, byte count and checksum.
+  bool NextLine(std::string* line);
+  // Where reading resumes: after the highest offset in starts_.
+  int64_t ResumeLine() const;
+  Status Reposition(int64_t line_number);
+  std::string Checksum() const;
+  std::string Refusal(const std::string& what) const;
+
+  // A line read from stdin since the last commit, kept to re-read it after a
+  // failed batch.
+  struct Buffered {
+    std::string text;
+    int64_t bytes_before = 0;
+    uint64_t hash_before = 0;
+  };
 
   FileSourceOptions options_;
   TopicPartition partition_;
@@ -60,6 +120,10 @@ class FileSource : public BatchSource {
   bool eof_ = false;
   size_t batch_index_ = 0;
   int64_t batch_used_ = 0;
+  int64_t bytes_ = 0;     // bytes before next_line_
+  uint64_t hash_ = 0;     // their checksum (FNV-1a, 64 bits)
+  std::deque<Buffered> buffer_;  // stdin: lines since the last commit
+  int64_t buffer_first_ = 1;     // the line number of buffer_[0]
 };
 
 }  // namespace sluice

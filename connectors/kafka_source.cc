@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cstring>
+#include <mutex>
 #include <thread>
 
 namespace sluice {
@@ -46,6 +47,49 @@ Message ToMessage(const std::string& topic, const rd_kafka_message_t* msg) {
 std::string Name(const TopicPartition& tp) { return tp.first + "[" + std::to_string(tp.second) + "]"; }
 
 }  // namespace
+
+// librdkafka's own log lines, through spdlog at matching levels, secrets
+// redacted, and a line repeated within a minute (a broker that stays
+// unreachable) summarised instead of printed again. Called from librdkafka's
+// threads.
+class KafkaLog {
+ public:
+  static void Callback(const rd_kafka_t* rk, int level, const char* facility, const char* text) {
+    auto* source = static_cast<const KafkaSource*>(rd_kafka_opaque(rk));
+    std::string message = text != nullptr ? text : "";
+    if (source != nullptr) message = RedactSecrets(message, source->options().properties);
+    spdlog::level::level_enum spd = level <= 3 ? spdlog::level::err
+                                    : level == 4 ? spdlog::level::warn
+                                    : level <= 6 ? spdlog::level::info
+                                                 : spdlog::level::debug;
+    if (!spdlog::should_log(spd)) return;
+    std::string shape;  // the message without its numbers: times, ports and counts vary between repeats
+    for (char c : message) {
+      if (!std::isdigit(static_cast<unsigned char>(c))) shape += c;
+    }
+    shape = std::string(facility != nullptr ? facility : "") + "|" + shape;
+    int64_t repeated = 0;
+    {
+      static std::mutex mutex;
+      static std::map<std::string, std::pair<Clock::time_point, int64_t>> seen;
+      std::lock_guard<std::mutex> lock(mutex);
+      auto now = Clock::now();
+      auto [it, fresh] = seen.try_emplace(shape, now, 0);
+      if (!fresh && now - it->second.first < std::chrono::seconds(60)) {
+        ++it->second.second;
+        return;
+      }
+      repeated = it->second.second;
+      it->second = {now, 0};
+      if (seen.size() > 1000) seen.clear();
+    }
+    if (repeated > 0) {
+      spdlog::log(spd, "kafka: {}: {} (and {} more like it in the last minute)", facility, message, repeated);
+    } else {
+      spdlog::log(spd, "kafka: {}: {}", facility, message);
+    }
+  }
+};
 
 struct RebalanceHook {
   static void Callback(rd_kafka_t*, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t* partitions, void* opaque) {
@@ -97,8 +141,7 @@ Status KafkaSource::Open(const StoredOffsetLookup& stored) {
   return OpenRest();
 }
 
-Status KafkaSource::Connect() {
-  if (rk_) return Status::Ok();
+Result<rd_kafka_conf_t*> KafkaSource::BuildConf(bool member) {
   char errstr[512];
   rd_kafka_conf_t* conf = rd_kafka_conf_new();
   auto set = [&](const std::string& key, const std::string& value) -> Status {
@@ -109,7 +152,6 @@ Status KafkaSource::Connect() {
   };
   std::vector<std::pair<std::string, std::string>> settings = {
       {"bootstrap.servers", options_.brokers},
-      {"group.id", options_.group},
       {"client.id", "sluice"},
       {"enable.auto.commit", "false"},
       {"enable.auto.offset.store", "false"},
@@ -118,7 +160,13 @@ Status KafkaSource::Connect() {
       // Bound what librdkafka prefetches: memory follows the batch, not the backlog.
       {"queued.max.messages.kbytes", "32768"},
       {"log.connection.close", "false"},
+      // Partitions added to a topic are noticed within this time (group
+      // members rebalance onto them; assignment = all refreshes per pass).
+      {"topic.metadata.refresh.interval.ms", "10000"},
   };
+  if (member) settings.emplace_back("group.id", options_.group);
+  rd_kafka_conf_set_log_cb(conf, &KafkaLog::Callback);
+  rd_kafka_conf_set_opaque(conf, this);
   for (const auto& [key, value] : settings) {
     Status st = set(key, value);
     if (!st.ok()) {
@@ -133,6 +181,15 @@ Status KafkaSource::Connect() {
       return st;
     }
   }
+  return conf;
+}
+
+Status KafkaSource::Connect() {
+  if (rk_) return Status::Ok();
+  char errstr[512];
+  Result<rd_kafka_conf_t*> built = BuildConf(true);
+  if (!built.ok()) return built.status();
+  rd_kafka_conf_t* conf = *built;
   rd_kafka_conf_set_opaque(conf, this);
   if (options_.assignment == KafkaSourceOptions::Assignment::kGroup) {
     rd_kafka_conf_set_rebalance_cb(conf, &RebalanceHook::Callback);
@@ -155,19 +212,21 @@ Status KafkaSource::OpenRest() {
   Result<std::vector<TopicPartition>> partitions = ListPartitions();
   if (!partitions.ok()) return partitions.status();
   spdlog::debug("kafka: {} partitions", partitions->size());
+  known_partition_count_ = partitions->size();
 
   if (options_.assignment == KafkaSourceOptions::Assignment::kAll) {
-    Result<OffsetMap> starts = ResolveStartOffsets(*partitions);
+    OffsetMap fetch_from;
+    Result<OffsetMap> starts = ResolveStartOffsets(*partitions, &fetch_from);
     if (!starts.ok()) return starts.status();
     PartitionList list = ToList(*partitions);
     for (int i = 0; i < list->cnt; ++i) {
       TopicPartition tp{list->elems[i].topic, list->elems[i].partition};
-      list->elems[i].offset = starts->at(tp);
+      list->elems[i].offset = fetch_from.at(tp);
     }
     rd_kafka_resp_err_t err = rd_kafka_assign(rk, list.get());
     if (err) return Status::KafkaError(std::string("cannot assign partitions: ") + rd_kafka_err2str(err));
     for (const auto& tp : *partitions) assigned_.insert(tp);
-    positions_ = *starts;
+    positions_ = fetch_from;
     start_offsets_ = *starts;
     return Status::Ok();
   }
@@ -224,18 +283,23 @@ Status KafkaSource::WaitForBrokers() {
                             "); check [source] brokers or --brokers, and that the broker is up");
 }
 
-Result<std::vector<TopicPartition>> KafkaSource::ListPartitions() {
+Result<std::vector<TopicPartition>> KafkaSource::ListPartitions(rd_kafka_s* rk) {
+  if (rk == nullptr) rk = rk_.get();
   std::vector<TopicPartition> partitions;
   for (const auto& topic : options_.topics) {
-    rd_kafka_topic_t* rkt = rd_kafka_topic_new(rk_.get(), topic.c_str(), nullptr);
+    rd_kafka_topic_t* rkt = rd_kafka_topic_new(rk, topic.c_str(), nullptr);
     const rd_kafka_metadata_t* metadata = nullptr;
-    rd_kafka_resp_err_t err = rd_kafka_metadata(rk_.get(), 0, rkt, &metadata, 10000);
+    rd_kafka_resp_err_t err = rd_kafka_metadata(rk, 0, rkt, &metadata, 10000);
     rd_kafka_topic_destroy(rkt);
-    if (err) return Status::KafkaError("cannot read metadata of topic '" + topic + "': " + rd_kafka_err2str(err));
+    // A request that fails (brokers restarting, time-outs) is worth retrying.
+    if (err) return Status::Unavailable("cannot read metadata of topic '" + topic + "': " + rd_kafka_err2str(err));
     std::unique_ptr<const rd_kafka_metadata_t, void (*)(const rd_kafka_metadata_t*)> guard(metadata,
                                                                                            rd_kafka_metadata_destroy);
     if (metadata->topic_cnt != 1 || metadata->topics[0].err) {
       rd_kafka_resp_err_t topic_err = metadata->topic_cnt == 1 ? metadata->topics[0].err : RD_KAFKA_RESP_ERR_UNKNOWN;
+      if (topic_err == RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE || topic_err == RD_KAFKA_RESP_ERR__TRANSPORT) {
+        return Status::Unavailable("topic '" + topic + "' has no leader right now: " + rd_kafka_err2str(topic_err));
+      }
       return Status::KafkaError("topic '" + topic + "' is not available on " + options_.brokers + ": " +
                                 rd_kafka_err2str(topic_err) + " (check [source] topic; sluice does not create topics)");
     }
@@ -247,36 +311,189 @@ Result<std::vector<TopicPartition>> KafkaSource::ListPartitions() {
   return partitions;
 }
 
-Result<OffsetMap> KafkaSource::ResolveStartOffsets(const std::vector<TopicPartition>& partitions) {
-  OffsetMap starts;
-  if (stored_lookup_) {
-    Result<OffsetMap> stored = stored_lookup_(partitions);
-    if (!stored.ok()) return stored.status();
-    starts = *stored;
-  }
-  std::vector<TopicPartition> missing;
-  for (const auto& tp : partitions) {
-    if (!starts.count(tp)) missing.push_back(tp);
-  }
-  if (!missing.empty()) {
-    spdlog::debug("kafka: reading the group's committed offsets for {} partitions", missing.size());
-    PartitionList list = ToList(missing);
-    rd_kafka_resp_err_t err = rd_kafka_committed(rk_.get(), list.get(), 10000);
-    if (err) return Status::KafkaError(std::string("cannot read the group's committed offsets: ") + rd_kafka_err2str(err));
+Result<std::map<TopicPartition, std::pair<int64_t, int64_t>>> KafkaSource::Watermarks(
+    const std::vector<TopicPartition>& partitions) {
+  std::map<TopicPartition, std::pair<int64_t, int64_t>> marks;
+  if (partitions.empty()) return marks;
+  // ListOffsets for "earliest" (-2) and "latest" (-1): one request each for
+  // every partition, honouring isolation.level (latest is the last stable
+  // offset under read_committed).
+  for (int64_t which : {RD_KAFKA_OFFSET_BEGINNING, RD_KAFKA_OFFSET_END}) {
+    PartitionList list = ToList(partitions);
+    for (int i = 0; i < list->cnt; ++i) list->elems[i].offset = which;
+    Result<rd_kafka_s*> meta = Meta();
+    if (!meta.ok()) return meta.status();
+    rd_kafka_resp_err_t err = rd_kafka_offsets_for_times(*meta, list.get(), 10000);
+    if (err) return Status::Unavailable(std::string("cannot read the partitions' offsets: ") + rd_kafka_err2str(err));
     for (int i = 0; i < list->cnt; ++i) {
-      if (list->elems[i].err == RD_KAFKA_RESP_ERR_NO_ERROR && list->elems[i].offset >= 0) {
-        starts[{list->elems[i].topic, list->elems[i].partition}] = list->elems[i].offset;
+      TopicPartition tp{list->elems[i].topic, list->elems[i].partition};
+      if (list->elems[i].err || list->elems[i].offset < 0) {
+        return Status::Unavailable("cannot read the offsets of " + Name(tp) + ": " +
+                                   rd_kafka_err2str(list->elems[i].err ? list->elems[i].err : RD_KAFKA_RESP_ERR__FAIL));
+      }
+      if (which == RD_KAFKA_OFFSET_BEGINNING) marks[tp].first = list->elems[i].offset;
+      else marks[tp].second = list->elems[i].offset;
+    }
+  }
+  return marks;
+}
+
+namespace {
+
+// "orders[0,1,5]" for logs.
+std::string NameAll(const std::vector<TopicPartition>& partitions) {
+  std::map<std::string, std::string> by_topic;
+  for (const auto& [topic, partition] : partitions) {
+    std::string& list = by_topic[topic];
+    list += (list.empty() ? "" : ",") + std::to_string(partition);
+  }
+  std::string out;
+  for (const auto& [topic, list] : by_topic) out += (out.empty() ? "" : " ") + topic + "[" + list + "]";
+  return out;
+}
+
+}  // namespace
+
+Result<OffsetMap> KafkaSource::ResolveStartOffsets(const std::vector<TopicPartition>& partitions, OffsetMap* fetch_from) {
+  OffsetMap all_stored;
+  if (stored_lookup_) {
+    Result<OffsetMap> stored = stored_lookup_();
+    if (!stored.ok()) return stored.status();
+    all_stored = *stored;
+  }
+  std::set<std::string> known_topics;
+  for (const auto& [tp, offset] : all_stored) known_topics.insert(tp.first);
+  auto marks = Watermarks(partitions);
+  if (!marks.ok()) return marks.status();
+  const bool skip = options_.on_data_loss == KafkaSourceOptions::OnDataLoss::kSkip;
+  LastReadMap last_read;
+  if (last_read_lookup_) {
+    Result<LastReadMap> found = last_read_lookup_();
+    if (!found.ok()) return found.status();
+    last_read = *found;
+  }
+
+  // The group's committed offsets: the start under `start = group`, and a
+  // warning when a pipeline with nothing stored meets a group that has them
+  // (a new or replaced database; the data read so far exists elsewhere).
+  std::map<TopicPartition, int64_t> committed;
+  bool nothing_stored = true;
+  for (const auto& tp : partitions) nothing_stored = nothing_stored && !all_stored.count(tp);
+  if (nothing_stored && !options_.group.empty()) {
+    PartitionList list = ToList(partitions);
+    rd_kafka_resp_err_t err = rd_kafka_committed(rk_.get(), list.get(), 10000);
+    if (err) {
+      if (options_.start == KafkaSourceOptions::Start::kGroup) {
+        return Status::Unavailable(std::string("cannot read the group's committed offsets: ") + rd_kafka_err2str(err));
+      }
+      spdlog::debug("kafka: cannot read the group's committed offsets: {}", rd_kafka_err2str(err));
+    } else {
+      for (int i = 0; i < list->cnt; ++i) {
+        if (list->elems[i].err == RD_KAFKA_RESP_ERR_NO_ERROR && list->elems[i].offset >= 0) {
+          committed[{list->elems[i].topic, list->elems[i].partition}] = list->elems[i].offset;
+        }
       }
     }
   }
-  spdlog::debug("kafka: start offsets resolved");
+  if (nothing_stored && known_topics.empty() && !committed.empty() && options_.start != KafkaSourceOptions::Start::kGroup) {
+    const auto& [tp, offset] = *committed.begin();
+    spdlog::warn("the database has no offsets for pipeline '{}', but consumer group '{}' has committed offsets ({} at {}, "
+                 "{} partitions in all): the database is new or was replaced. Starting where [source] start says; if "
+                 "the data read before should be kept, stop and restore the database, or set start = group to take "
+                 "over from the group's offsets",
+                 options_.group, options_.group, Name(tp), offset, committed.size());
+  }
+
+  OffsetMap starts;
+  std::map<std::string, std::vector<TopicPartition>> reasons;
   for (const auto& tp : partitions) {
-    if (starts.count(tp)) continue;
-    int64_t low = 0, high = 0;
-    rd_kafka_resp_err_t err =
-        rd_kafka_query_watermark_offsets(rk_.get(), tp.first.c_str(), tp.second, &low, &high, 10000);
-    if (err) return Status::KafkaError("cannot read offsets of " + Name(tp) + ": " + rd_kafka_err2str(err));
-    starts[tp] = options_.start == KafkaSourceOptions::Start::kEarliest ? low : high;
+    auto [low, high] = marks->at(tp);
+    auto stored = all_stored.find(tp);
+    if (stored != all_stored.end()) {
+      int64_t offset = stored->second;
+      starts[tp] = offset;
+      (*fetch_from)[tp] = offset;
+      if (offset < 0) {
+        return Status::DataLoss(Name(tp) + ": the stored offset " + std::to_string(offset) +
+                                " is impossible (offsets are never negative; was _sluice_offsets edited by hand?); "
+                                "use `sluice reset` to choose where to continue");
+      }
+      if (offset < low) {
+        std::string what = Name(tp) + ": " + std::to_string(low - offset) + " messages (offsets " +
+                           std::to_string(offset) + ".." + std::to_string(low - 1) +
+                           ") were deleted by the broker before sluice read them";
+        if (!skip) {
+          return Status::DataLoss(what + "; set [source] on_data_loss = skip to continue from offset " +
+                                  std::to_string(low) + ", or use `sluice reset`");
+        }
+        spdlog::warn("{}; skipping to {} (on_data_loss = skip)", what, low);
+        data_loss_notes_.push_back(what);
+        (*fetch_from)[tp] = low;
+      } else if (offset > high) {
+        std::string what = Name(tp) + ": the stored offset " + std::to_string(offset) +
+                           " is past the end of the log (" + std::to_string(high) +
+                           "): the log is not the one this pipeline read (topic deleted and recreated, or a database "
+                           "from another cluster)";
+        if (!skip) {
+          return Status::DataLoss(what + "; nothing was consumed. Use `sluice reset` to choose where to continue "
+                                  "(--to earliest reads the new log from its start)");
+        }
+        spdlog::warn("{}; continuing from the new log's start {} (on_data_loss = skip)", what, low);
+        data_loss_notes_.push_back(what + "; continued from " + std::to_string(low));
+        (*fetch_from)[tp] = low;
+      } else {
+        // Inside the log: is it still the log this pipeline read? A topic
+        // deleted and recreated that has grown past the stored offset looks
+        // fine by its offsets alone; the last message read tells.
+        auto last = last_read.find(tp);
+        if (last != last_read.end() && last->second.first >= low && last->second.first < offset) {
+          Result<bool> same = SameMessage(tp, last->second.first, last->second.second);
+          if (!same.ok()) return same.status();
+          if (!*same) {
+            std::string what = Name(tp) + ": the message at offset " + std::to_string(last->second.first) +
+                               " is not the one this pipeline read there: the log is not the one this pipeline read "
+                               "(topic deleted and recreated, or a database from another cluster)";
+            if (!skip) {
+              return Status::DataLoss(what + "; nothing was consumed. Use `sluice reset` to choose where to continue "
+                                      "(--to earliest reads the new log from its start)");
+            }
+            spdlog::warn("{}; continuing from the new log's start {} (on_data_loss = skip)", what, low);
+            data_loss_notes_.push_back(what + "; continued from " + std::to_string(low));
+            (*fetch_from)[tp] = low;
+          }
+        }
+      }
+      continue;
+    }
+    int64_t start = low;
+    std::string reason;
+    if (known_topics.count(tp.first)) {
+      reason = "a partition added after the pipeline started: from its earliest offset";
+    } else if (options_.start == KafkaSourceOptions::Start::kLatest) {
+      start = high;
+      reason = "nothing stored: from the log end (start = latest)";
+    } else if (options_.start == KafkaSourceOptions::Start::kGroup) {
+      auto found = committed.find(tp);
+      if (found != committed.end() && found->second >= low && found->second <= high) {
+        start = found->second;
+        reason = "nothing stored: from the group's committed offset (start = group)";
+      } else if (found != committed.end()) {
+        reason = "nothing stored: the group's committed offset " + std::to_string(found->second) +
+                 " is outside the log, so from its earliest offset (start = group)";
+      } else {
+        reason = "nothing stored and nothing committed: from the earliest offset (start = group)";
+      }
+    } else {
+      reason = "nothing stored: from the earliest offset (start = earliest)";
+    }
+    starts[tp] = start;
+    (*fetch_from)[tp] = start;
+    reasons[reason].push_back(tp);
+  }
+  for (const auto& [reason, tps] : reasons) {
+    std::string offsets;
+    for (const auto& tp : tps) offsets += (offsets.empty() ? "" : " ") + Name(tp) + "=" + std::to_string(starts[tp]);
+    spdlog::info("starting {} ({}); stored with the next batch", tps.size() <= 8 ? offsets : NameAll(tps), reason);
   }
   return starts;
 }
@@ -288,15 +505,18 @@ void KafkaSource::OnRebalance(int err, rd_kafka_topic_partition_list_t* partitio
   for (int i = 0; i < partitions->cnt; ++i) tps.emplace_back(partitions->elems[i].topic, partitions->elems[i].partition);
   rebalanced_ = true;
   if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
-    Result<OffsetMap> starts = ResolveStartOffsets(tps);
+    OffsetMap fetch_from;
+    Result<OffsetMap> starts = ResolveStartOffsets(tps, &fetch_from);
     if (!starts.ok()) {
+      // Fatal for this process: the next poll returns it. The partitions are
+      // still assigned (at no position) so that the group's protocol goes on
+      // until the consumer closes.
       rebalance_error_ = starts.status();
-      spdlog::error("rebalance: {}", starts.status().message());
     } else {
       for (int i = 0; i < partitions->cnt; ++i) {
         TopicPartition tp{partitions->elems[i].topic, partitions->elems[i].partition};
-        partitions->elems[i].offset = starts->at(tp);
-        positions_[tp] = starts->at(tp);
+        partitions->elems[i].offset = fetch_from.at(tp);
+        positions_[tp] = fetch_from.at(tp);
         start_offsets_[tp] = starts->at(tp);
         assigned_.insert(tp);
         at_end_.erase(tp);
@@ -307,9 +527,17 @@ void KafkaSource::OnRebalance(int err, rd_kafka_topic_partition_list_t* partitio
     spdlog::info("group {} assigned{}", options_.group, names.empty() ? " nothing" : names);
     if (cooperative) {
       rd_kafka_error_t* error = rd_kafka_incremental_assign(rk, partitions);
-      if (error) rd_kafka_error_destroy(error);
+      if (error) {
+        if (rebalance_error_.ok()) {
+          rebalance_error_ = Status::KafkaError(std::string("cannot take the assigned partitions: ") + rd_kafka_error_string(error));
+        }
+        rd_kafka_error_destroy(error);
+      }
     } else {
-      rd_kafka_assign(rk, partitions);
+      rd_kafka_resp_err_t assign_err = rd_kafka_assign(rk, partitions);
+      if (assign_err && rebalance_error_.ok()) {
+        rebalance_error_ = Status::KafkaError(std::string("cannot take the assigned partitions: ") + rd_kafka_err2str(assign_err));
+      }
     }
     return;
   }
@@ -359,23 +587,133 @@ bool KafkaSource::AllAtEnd() {
 }
 
 Status KafkaSource::HandleOutOfRange(const TopicPartition& tp, int64_t offset) {
-  int64_t low = 0, high = 0;
-  rd_kafka_resp_err_t err = rd_kafka_query_watermark_offsets(rk_.get(), tp.first.c_str(), tp.second, &low, &high, 10000);
-  if (err) return Status::KafkaError("offset " + std::to_string(offset) + " of " + Name(tp) + " is out of range");
-  if (offset >= low && offset <= high) return Status::Ok();  // transient; the fetcher retries
+  auto marks = Watermarks({tp});
+  if (!marks.ok()) return marks.status().WithContext("offset " + std::to_string(offset) + " of " + Name(tp) + " is out of range");
+  auto [low, high] = marks->at(tp);
+  if (offset >= low && offset <= high) {
+    // Inside the log (the log start moved under the fetch, or a leader
+    // change): librdkafka has stopped fetching this partition, so assign it
+    // again at the same offset. Give up, naming it, if that keeps failing.
+    auto since = out_of_range_since_.try_emplace(tp, Clock::now()).first->second;
+    if (Clock::now() - since > options_.connect_timeout) {
+      return Status::KafkaError(Name(tp) + ": the broker kept answering 'offset out of range' for offset " +
+                                std::to_string(offset) + " inside the log (" + std::to_string(low) + ".." +
+                                std::to_string(high) + ") for " + std::to_string(options_.connect_timeout.count() / 1000) +
+                                "s; the partition cannot be read");
+    }
+    spdlog::warn("kafka: {}: offset {} reported out of range inside the log ({}..{}); fetching it again", Name(tp), offset,
+                 low, high);
+    return Reposition(tp, offset);
+  }
+  const bool skip = options_.on_data_loss == KafkaSourceOptions::OnDataLoss::kSkip;
   if (offset > high) {
-    return Status::KafkaError(Name(tp) + ": stored offset " + std::to_string(offset) + " is past the end of the log (" +
-                              std::to_string(high) + "); was the topic recreated? Use `sluice reset` to re-position");
+    std::string what = Name(tp) + ": the position " + std::to_string(offset) + " is past the end of the log (" +
+                       std::to_string(high) + "): the log is not the one this pipeline read (topic deleted and recreated?)";
+    if (!skip) return Status::DataLoss(what + "; use `sluice reset` to choose where to continue");
+    spdlog::warn("{}; continuing from the new log's start {} (on_data_loss = skip)", what, low);
+    data_loss_notes_.push_back(what + "; continued from " + std::to_string(low));
+    return Reposition(tp, low);
   }
   int64_t lost = low - offset;
   std::string what = Name(tp) + ": " + std::to_string(lost) + " messages (offsets " + std::to_string(offset) + ".." +
                      std::to_string(low - 1) + ") were deleted by the broker before sluice read them";
-  if (options_.on_data_loss == KafkaSourceOptions::OnDataLoss::kFail) {
-    return Status::KafkaError(what + "; set [source] on_data_loss = skip to continue from offset " + std::to_string(low));
+  if (!skip) {
+    return Status::DataLoss(what + "; set [source] on_data_loss = skip to continue from offset " + std::to_string(low));
   }
   spdlog::warn("{}; skipping to {} (on_data_loss = skip)", what, low);
   data_loss_notes_.push_back(what);
   return Reposition(tp, low);
+}
+
+Result<bool> KafkaSource::SameMessage(const TopicPartition& tp, int64_t offset, int64_t fingerprint) {
+  Result<rd_kafka_s*> meta = Meta();
+  if (!meta.ok()) return meta.status();
+  // The simple consumer API reads one partition without a group.
+  rd_kafka_topic_t* rkt = rd_kafka_topic_new(*meta, tp.first.c_str(), nullptr);
+  if (rkt == nullptr) return true;
+  std::unique_ptr<rd_kafka_topic_t, void (*)(rd_kafka_topic_t*)> topic(rkt, rd_kafka_topic_destroy);
+  if (rd_kafka_consume_start(rkt, tp.second, offset) != 0) return true;
+  bool same = true;
+  auto deadline = Clock::now() + std::min<std::chrono::milliseconds>(options_.connect_timeout, std::chrono::seconds(10));
+  while (Clock::now() < deadline) {
+    KafkaMessage msg(rd_kafka_consume(rkt, tp.second, 200));
+    if (!msg) continue;
+    if (msg->err) break;  // end of the partition or an error: cannot tell
+    if (msg->offset == offset) same = Fingerprint(ToMessage(tp.first, msg.get())) == fingerprint;
+    break;  // a later offset: the message was compacted away; cannot tell
+  }
+  rd_kafka_consume_stop(rkt, tp.second);
+  if (!same) spdlog::debug("kafka: {} offset {}: fingerprint differs", Name(tp), offset);
+  return same;
+}
+
+Result<rd_kafka_s*> KafkaSource::Meta() {
+  // Lookups (metadata, watermarks) through a connection of their own: on the
+  // consumer's, a request can wait behind fetch long-polls for seconds.
+  if (!meta_) {
+    Result<rd_kafka_conf_t*> conf = BuildConf(false);
+    if (!conf.ok()) return conf.status();
+    char errstr[512];
+    rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_CONSUMER, *conf, errstr, sizeof(errstr));
+    if (rk == nullptr) {
+      rd_kafka_conf_destroy(*conf);
+      return Status::KafkaError("cannot create a Kafka client: " + RedactSecrets(errstr, options_.properties));
+    }
+    meta_.reset(rk);
+  }
+  return meta_.get();
+}
+
+Status KafkaSource::Refresh() {
+  if (!rk_) return Status::Ok();
+  Result<rd_kafka_s*> meta = Meta();
+  if (!meta.ok()) return meta.status();
+  Result<std::vector<TopicPartition>> partitions = ListPartitions(*meta);
+  if (!partitions.ok()) return partitions.status();
+  if (options_.assignment == KafkaSourceOptions::Assignment::kGroup) {
+    // librdkafka 2.0 notices a topic's new partitions only when its periodic
+    // metadata refresh happens to cover the topic: subscribe again, which
+    // makes the group rebalance onto every partition at once.
+    if (partitions->size() > known_partition_count_) {
+      if (known_partition_count_ > 0) {
+        spdlog::info("kafka: the topics have {} partitions now ({} before); rejoining group {} to take the new ones",
+                     partitions->size(), known_partition_count_, options_.group);
+        PartitionList topics(rd_kafka_topic_partition_list_new(static_cast<int>(options_.topics.size())));
+        for (const auto& topic : options_.topics) {
+          rd_kafka_topic_partition_list_add(topics.get(), topic.c_str(), RD_KAFKA_PARTITION_UA);
+        }
+        rd_kafka_resp_err_t err = rd_kafka_subscribe(rk_.get(), topics.get());
+        if (err) return Status::KafkaError(std::string("cannot subscribe again: ") + rd_kafka_err2str(err));
+      }
+      known_partition_count_ = partitions->size();
+    }
+    return Status::Ok();
+  }
+  std::vector<TopicPartition> added;
+  for (const auto& tp : *partitions) {
+    if (!assigned_.count(tp)) added.push_back(tp);
+  }
+  if (added.empty()) return Status::Ok();
+  // The lookup client's topic objects still have the old partition count:
+  // start it afresh so it can look the new partitions up.
+  meta_.reset();
+  OffsetMap fetch_from;
+  Result<OffsetMap> starts = ResolveStartOffsets(added, &fetch_from);
+  if (!starts.ok()) return starts.status();
+  // Assign the whole set again: the partitions already read continue from
+  // their positions (messages buffered past them were already delivered).
+  for (const auto& tp : added) {
+    assigned_.insert(tp);
+    positions_[tp] = fetch_from.at(tp);
+    start_offsets_[tp] = starts->at(tp);
+  }
+  PartitionList list = ToList(std::vector<TopicPartition>(assigned_.begin(), assigned_.end()));
+  for (int i = 0; i < list->cnt; ++i) list->elems[i].offset = positions_.at({list->elems[i].topic, list->elems[i].partition});
+  rd_kafka_resp_err_t err = rd_kafka_assign(rk_.get(), list.get());
+  if (err) return Status::KafkaError(std::string("cannot assign the new partitions: ") + rd_kafka_err2str(err));
+  spdlog::info("kafka: {} new partition{} {}; reading them from their earliest offsets", added.size(),
+               added.size() == 1 ? "" : "s", NameAll(added));
+  return Status::Ok();
 }
 
 Status KafkaSource::Reposition(const TopicPartition& tp, int64_t offset) {
@@ -484,6 +822,7 @@ Status KafkaSource::Poll(int timeout_ms, std::vector<Message>* into) {
   if (position != positions_.end() && msg->offset < position->second) return Status::Ok();  // already delivered
   positions_[tp] = msg->offset + 1;
   at_end_.erase(tp);
+  out_of_range_since_.erase(tp);
   into->push_back(ToMessage(tp.first, msg.get()));
   return Status::Ok();
 }
@@ -522,6 +861,12 @@ Result<std::vector<PartitionState>> KafkaSource::Inspect() {
 }
 
 Result<OffsetMap> KafkaSource::OffsetsForTimestamp(int64_t timestamp_ms) {
+  // In a lookup by time, -1 and -2 are not times but the "latest" and
+  // "earliest" markers; no message has a timestamp before 1970.
+  if (timestamp_ms < 0) {
+    return Status::InvalidInput("cannot look up offsets by a time before 1970-01-01T00:00:00Z (" +
+                                std::to_string(timestamp_ms) + " ms); use earliest to start at the log's beginning");
+  }
   SLUICE_RETURN_IF_ERROR(Connect());
   Result<std::vector<TopicPartition>> partitions = ListPartitions();
   if (!partitions.ok()) return partitions.status();
@@ -573,16 +918,29 @@ Result<OffsetMap> KafkaSource::EndOffsets() {
   // seconds for 64 partitions.
   PartitionList list = ToList(std::vector<TopicPartition>(assigned_.begin(), assigned_.end()));
   for (int i = 0; i < list->cnt; ++i) list->elems[i].offset = RD_KAFKA_OFFSET_END;
-  rd_kafka_resp_err_t err = rd_kafka_offsets_for_times(rk_.get(), list.get(), 10000);
-  if (err) return Status::KafkaError(std::string("cannot read the end offsets: ") + rd_kafka_err2str(err));
+  Result<rd_kafka_s*> meta = Meta();
+  if (!meta.ok()) return meta.status();
+  rd_kafka_resp_err_t err = rd_kafka_offsets_for_times(*meta, list.get(), 10000);
+  if (err) return Status::Unavailable(std::string("cannot read the end offsets: ") + rd_kafka_err2str(err));
   for (int i = 0; i < list->cnt; ++i) {
     TopicPartition tp{list->elems[i].topic, list->elems[i].partition};
     if (list->elems[i].err || list->elems[i].offset < 0) {
-      return Status::KafkaError("cannot read the end offset of " + Name(tp) + ": " +
+      return Status::Unavailable("cannot read the end offset of " + Name(tp) + ": " +
                                 rd_kafka_err2str(list->elems[i].err ? list->elems[i].err : RD_KAFKA_RESP_ERR__FAIL));
     }
     ends[tp] = list->elems[i].offset;
     known_ends_[tp] = std::max(known_ends_[tp], list->elems[i].offset);
+  }
+  // A position past the log end means the log is not the one read so far
+  // (the topic was deleted and recreated): the fetcher may never say so
+  // once the pass thinks it is caught up, so check here.
+  OffsetMap positions = Positions();
+  for (const auto& [tp, end] : ends) {
+    auto position = positions.find(tp);
+    if (position != positions.end() && position->second > end) {
+      SLUICE_RETURN_IF_ERROR(HandleOutOfRange(tp, position->second));
+      ends[tp] = end;
+    }
   }
   return ends;
 }
@@ -668,6 +1026,7 @@ void KafkaSource::Idle(std::chrono::milliseconds duration, const std::atomic<boo
 }
 
 void KafkaSource::Close() {
+  meta_.reset();
   if (!rk_) return;
   // rd_kafka_consumer_close() waits without a limit while the coordinator is
   // unreachable, and with it a SIGTERM; close through a queue for a bounded

@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <map>
 #include <memory>
 #include <optional>
 #include <set>
@@ -19,11 +20,15 @@
 
 struct rd_kafka_s;
 struct rd_kafka_topic_partition_list_s;
+struct rd_kafka_conf_s;
 
 namespace sluice {
 
 struct KafkaSourceOptions {
-  enum class Start { kEarliest, kLatest };
+  // Where a pipeline begins a partition it has nothing stored for: the
+  // earliest or latest offset when it is first deployed, or the group's
+  // committed offsets (taking over from another consumer; else earliest).
+  enum class Start { kEarliest, kLatest, kGroup };
   enum class Assignment { kAll, kGroup };
   enum class OnDataLoss { kFail, kSkip };
 
@@ -68,6 +73,9 @@ class KafkaSource : public BatchSource {
   KafkaSource& operator=(const KafkaSource&) = delete;
 
   Status Open(const StoredOffsetLookup& stored) override;
+  Status Refresh() override;
+  void SetLastReadLookup(LastReadLookup lookup) override { last_read_lookup_ = std::move(lookup); }
+  OffsetMap NextOffsets() const override { return Positions(); }
   Status Fetch(size_t max_messages, std::chrono::milliseconds max_wait, std::vector<Message>* out) override;
   OffsetMap Positions() const override;
   OffsetMap StartOffsets() const override { return start_offsets_; }
@@ -77,6 +85,7 @@ class KafkaSource : public BatchSource {
   void Idle(std::chrono::milliseconds duration, const std::atomic<bool>& stop) override;
   void Close() override;
   std::string Describe() const override;
+  const KafkaSourceOptions& options() const { return options_; }
 
   // Tools that inspect or move offsets without consuming. Each connects on
   // first use (without joining the group).
@@ -99,9 +108,26 @@ class KafkaSource : public BatchSource {
   Status Connect();   // creates the consumer and waits for the brokers
   Status OpenRest();  // assigns or subscribes, after Connect
   Status WaitForBrokers();
-  Result<std::vector<TopicPartition>> ListPartitions();
-  // Resolves where each partition starts: stored, else committed, else `start`.
-  Result<OffsetMap> ResolveStartOffsets(const std::vector<TopicPartition>& partitions);
+  // The topics' partitions, asked of `rk` (default: the consumer).
+  Result<std::vector<TopicPartition>> ListPartitions(rd_kafka_s* rk = nullptr);
+  // librdkafka configuration: the pipeline's properties and sluice's own;
+  // `member` adds the consumer group.
+  Result<struct rd_kafka_conf_s*> BuildConf(bool member);
+  // Reads the message at `offset` of `tp` again (through the lookup client)
+  // and compares its fingerprint; false when it differs. Ok(true) when it
+  // cannot tell (compacted away, nothing there).
+  Result<bool> SameMessage(const TopicPartition& tp, int64_t offset, int64_t fingerprint);
+  // A second client, created on first use, for metadata and offset lookups.
+  Result<rd_kafka_s*> Meta();
+  // Resolves where each partition starts: its stored offset, checked against
+  // the log (data loss and a log that is not the one the pipeline read are
+  // refused, or skipped with a note under on_data_loss = skip), else where
+  // `start` says (a partition added later: its earliest offset). Returns the
+  // offsets the batches start from (the stored ones, for the commit check)
+  // and sets *fetch_from to where fetching begins.
+  Result<OffsetMap> ResolveStartOffsets(const std::vector<TopicPartition>& partitions, OffsetMap* fetch_from);
+  // Low and high watermarks of `partitions`, in two ListOffsets requests.
+  Result<std::map<TopicPartition, std::pair<int64_t, int64_t>>> Watermarks(const std::vector<TopicPartition>& partitions);
   // Polls once and handles what comes: a message is appended to `into`, an
   // end-of-partition event updates positions, errors are returned.
   Status Poll(int timeout_ms, std::vector<Message>* into);
@@ -113,7 +139,9 @@ class KafkaSource : public BatchSource {
 
   KafkaSourceOptions options_;
   std::unique_ptr<rd_kafka_s, Deleter> rk_;
+  std::unique_ptr<rd_kafka_s, Deleter> meta_;  // metadata lookups, apart from the consumer's fetches
   StoredOffsetLookup stored_lookup_;
+  LastReadLookup last_read_lookup_;
   std::set<TopicPartition> assigned_;
   std::set<TopicPartition> at_end_;  // an end-of-partition event came and no message since
   OffsetMap known_ends_;             // the latest log end offsets seen (EndOffsets, fetch responses)
@@ -126,6 +154,9 @@ class KafkaSource : public BatchSource {
   Status rebalance_error_;
   Status deferred_error_;  // met while idle; returned by the next Fetch
   std::vector<std::string> data_loss_notes_;
+  size_t known_partition_count_ = 0;  // partitions of the topics when last seen
+  // When each partition started answering "out of range" inside the log.
+  std::map<TopicPartition, std::chrono::steady_clock::time_point> out_of_range_since_;
 };
 
 }  // namespace sluice

@@ -27,24 +27,63 @@ struct Message {
   std::optional<int64_t> timestamp;  // ms since epoch; nullopt when the broker gave none
   std::optional<std::string> key;
   std::optional<std::string> value;
+  // Set by a source that could not take the message's metadata as given (a
+  // --from-file envelope field of the wrong type): staging quarantines the
+  // message with this reason.
+  std::optional<std::string> envelope_error;
 };
 
 using TopicPartition = std::pair<std::string, int32_t>;
 // Offsets per partition: the offset of the next message to read.
 using OffsetMap = std::map<TopicPartition, int64_t>;
 
-// Reads the offsets stored in the pipeline's database for the given partitions
-// (the source of truth). Partitions with nothing stored are absent from the map.
-using StoredOffsetLookup = std::function<Result<OffsetMap>(const std::vector<TopicPartition>&)>;
+// Reads every offset the pipeline has stored in its database (the source of
+// truth), for all topics and partitions. Called on the thread that polls the
+// source (at open and on each assignment).
+using StoredOffsetLookup = std::function<Result<OffsetMap>()>;
+
+// Per partition, the offset and Fingerprint() of the last message the
+// pipeline read: at the next assignment the source reads that offset again
+// and compares, to recognise a log that is not the one read (a topic deleted
+// and recreated that has grown past the stored offset).
+using LastReadMap = std::map<TopicPartition, std::pair<int64_t, int64_t>>;
+using LastReadLookup = std::function<Result<LastReadMap>()>;
+
+// A 64-bit FNV-1a hash of a message's timestamp, key and value.
+inline int64_t Fingerprint(const Message& message) {
+  uint64_t hash = 14695981039346656037ULL;
+  auto mix = [&hash](const void* data, size_t size) {
+    const auto* bytes = static_cast<const unsigned char*>(data);
+    for (size_t i = 0; i < size; ++i) hash = (hash ^ bytes[i]) * 1099511628211ULL;
+  };
+  int64_t timestamp = message.timestamp.value_or(-1);
+  mix(&timestamp, sizeof(timestamp));
+  unsigned char present = message.key ? 1 : 0;
+  mix(&present, 1);
+  if (message.key) mix(message.key->data(), message.key->size());
+  present = message.value ? 1 : 0;
+  mix(&present, 1);
+  if (message.value) mix(message.value->data(), message.value->size());
+  return static_cast<int64_t>(hash);
+}
 
 class BatchSource {
  public:
   virtual ~BatchSource() = default;
 
   // Connects and takes partitions (directly or through the group), positioning
-  // each at its stored offset, else the group's committed offset, else `start`.
-  // Fails with a clear message when the brokers cannot be reached in time.
+  // each at its stored offset (checked against the log), else where `start`
+  // says. Fails with a clear message when the brokers cannot be reached in
+  // time or a stored offset does not fit the log.
   virtual Status Open(const StoredOffsetLookup& stored) = 0;
+
+  // Gives the source the pipeline's last-read messages, before Open. Sources
+  // that cannot re-read a message ignore it.
+  virtual void SetLastReadLookup(LastReadLookup lookup) { (void)lookup; }
+
+  // Picks up partitions added since Open (assignment of every partition);
+  // called once per pass. Sources with a fixed set of partitions do nothing.
+  virtual Status Refresh() { return Status::Ok(); }
 
   // Appends up to `max_messages` messages to `out`, waiting at most `max_wait`
   // for them. Returns early once every assigned partition is at its end.
@@ -55,6 +94,12 @@ class BatchSource {
   // knows (from stored offsets, fetched messages or end-of-partition events).
   // Partitions whose position is not known yet are absent.
   virtual OffsetMap Positions() const = 0;
+
+  // The offset to store per assigned partition after the messages fetched so
+  // far: past transaction markers and compaction gaps, and the resolved start
+  // of partitions that gave no message yet. Empty for sources whose offsets
+  // are simply the last message's plus one.
+  virtual OffsetMap NextOffsets() const { return {}; }
 
   // Where each assigned partition's next batch starts: the offsets last passed
   // to CommitOffsets, or where the partition was positioned on assignment.

@@ -16,6 +16,10 @@ constexpr int kExitUsage = 2;
 
 // Set by SIGINT/SIGTERM once InstallSignalHandlers() ran.
 extern std::atomic<bool> g_stop;
+// The last signal that set g_stop (0: none).
+extern std::atomic<int> g_signal;
+// "SIGTERM" for messages.
+std::string SignalName(int signal);
 void InstallSignalHandlers();
 
 // verbosity: 1 debug (-v), 0 info, -1 warnings and errors only (-q).

@@ -11,9 +11,13 @@
 namespace sluice::cli {
 
 std::atomic<bool> g_stop{false};
+std::atomic<int> g_signal{0};
 
 namespace {
-void OnSignal(int) { g_stop.store(true); }
+void OnSignal(int signal) {
+  g_signal.store(signal);
+  g_stop.store(true);
+}
 }  // namespace
 
 void InstallSignalHandlers() {
@@ -22,6 +26,24 @@ void InstallSignalHandlers() {
   sigemptyset(&action.sa_mask);
   sigaction(SIGINT, &action, nullptr);
   sigaction(SIGTERM, &action, nullptr);
+  // A closed terminal (SIGHUP) stops sluice like SIGTERM: the batch in flight
+  // rolls back, never half-way.
+  sigaction(SIGHUP, &action, nullptr);
+  // Logs piped into `head` must not kill sluice mid-batch: writes to a
+  // closed pipe fail instead.
+  struct sigaction ignore {};
+  ignore.sa_handler = SIG_IGN;
+  sigemptyset(&ignore.sa_mask);
+  sigaction(SIGPIPE, &ignore, nullptr);
+}
+
+std::string SignalName(int signal) {
+  switch (signal) {
+    case SIGINT: return "SIGINT";
+    case SIGTERM: return "SIGTERM";
+    case SIGHUP: return "SIGHUP";
+    default: return "signal " + std::to_string(signal);
+  }
 }
 
 void SetupLogging(int verbosity) {

@@ -156,7 +156,7 @@ const ScaffoldFile kScaffold[] = {
 [source]
 brokers = localhost:9092        # or pass --brokers
 topic = events                  # one topic, or a comma-separated list
-group = sluice-events           # the Kafka consumer group that gets the offsets
+group = sluice-@NAME@           # the pipeline's identity: its offsets and the Kafka consumer group
 start = earliest                # where to begin when nothing is stored yet
 assignment = all                # all: read every partition; group: share them with other processes
 
@@ -259,7 +259,16 @@ int CommandInit(const std::vector<std::string>& args) {
     fs::path path = dir / file.path;
     fs::create_directories(path.parent_path(), ec);
     std::ofstream out(path, std::ios::binary);
-    out << file.content;
+    // The group names the pipeline (its offsets are keyed by it): derived
+    // from the directory, as the default is, so two new pipelines never
+    // share one by accident.
+    std::string content = file.content;
+    fs::path absolute = fs::absolute(dir, ec).lexically_normal();
+    if (absolute.filename().empty()) absolute = absolute.parent_path();
+    for (size_t at = content.find("@NAME@"); at != std::string::npos; at = content.find("@NAME@", at)) {
+      content.replace(at, 6, absolute.filename().string());
+    }
+    out << content;
     if (!out) {
       std::cerr << "sluice init: cannot write " << path.string() << "\n";
       return kExitFailure;

@@ -106,7 +106,7 @@ int CommandStatus(const std::vector<std::string>& args) {
     std::cerr << db.status().message() << "\n";
     return kExitFailure;
   }
-  Catalog catalog(db->get());
+  Catalog catalog(db->get(), pipeline->config.source.group);
   Result<OffsetMap> stored = catalog.AllStoredOffsets();
   if (!stored.ok()) {
     std::cerr << stored.status().message() << "\n";
@@ -260,6 +260,26 @@ int CommandStatus(const std::vector<std::string>& args) {
                 static_cast<long long>(runs->ColumnInt(4)), static_cast<long long>(runs->ColumnInt(5)),
                 runs->ColumnDouble(6), error.c_str());
   }
+  // The latest result of each data check (a failing check rolls its batch
+  // back, so its failure shows in the runs above).
+  if ((*db)->TableExists("_sluice_checks")) {
+    Result<Statement> checks = (*db)->Prepare(
+        "SELECT \"check\", severity, \"rows\", run_id, ifnull(sample, '') FROM _sluice_checks WHERE pipeline = ? "
+        "ORDER BY \"check\"");
+    if (checks.ok()) {
+      checks->BindText(1, pipeline->config.source.group);
+      bool header = false;
+      while (NextRow(&*checks)) {
+        if (!header) std::printf("\n%-34s %-8s %8s %8s  %s\n", "check", "severity", "rows", "run", "e.g.");
+        header = true;
+        std::string sample = checks->ColumnText(4);
+        if (sample.size() > 60) sample = sample.substr(0, 57) + "...";
+        std::printf("%-34s %-8s %8lld %8lld  %s\n", checks->ColumnText(0).c_str(), checks->ColumnText(1).c_str(),
+                    static_cast<long long>(checks->ColumnInt(2)), static_cast<long long>(checks->ColumnInt(3)),
+                    sample.c_str());
+      }
+    }
+  }
   std::printf("\nquarantine\n");
   bool any = false;
   while (NextRow(&*reasons)) {
@@ -358,6 +378,8 @@ int CommandQuarantine(const std::vector<std::string>& args) {
   pipeline->config.max_messages = count;  // one batch: all or nothing
   EngineOptions engine_options;
   engine_options.exclusive_lock = true;
+  engine_options.lock_hint =
+      "quarantine replay stages into the same database: stop that `sluice run` first, replay, then start it again";
   auto engine = Engine::Open(*pipeline, std::make_unique<MemorySource>(std::move(messages), "quarantine"), engine_options);
   if (!engine.ok()) {
     std::cerr << engine.status().message() << "\n";
@@ -402,7 +424,9 @@ int CommandCompact(const std::vector<std::string>& args) {
     return kExitFailure;
   }
   const std::string& path = pipeline->config.database;
-  auto lock = PipelineLock::Acquire(path, true);
+  auto lock = PipelineLock::Acquire(path, true,
+                                    "compact needs the database to itself: stop that `sluice run` first (it resumes "
+                                    "where it stopped)");
   if (!lock.ok()) {
     std::cerr << lock.status().message() << "\n";
     return kExitFailure;

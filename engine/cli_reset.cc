@@ -4,7 +4,10 @@
 #include <unistd.h>
 
 #include <boost/program_options.hpp>
+#include <algorithm>
+#include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <iostream>
 
@@ -12,6 +15,7 @@
 #include "connectors/producer.h"
 #include "engine/cli.h"
 #include "engine/config.h"
+#include "sql/seeds.h"
 #include "engine/lock.h"
 #include "sql/catalog.h"
 #include "sql/database.h"
@@ -27,6 +31,9 @@ int CommandReset(const std::vector<std::string>& args) {
       ("topic", po::value<std::string>(), "with --partition: the topic (needed when the pipeline reads several)")
       ("partition", po::value<int32_t>(), "move only this partition (with --offset)")
       ("offset", po::value<int64_t>(), "the new next offset of --partition")
+      ("input", po::value<std::vector<std::string>>()->multitoken(),
+       "forget the position of these --from-file inputs (by name): the next `run --from-file` reads them from "
+       "their first line")
       ("truncate", po::value<std::vector<std::string>>()->multitoken(), "empty these tables first, for a full rebuild")
       ("dry-run", "print what would change and change nothing")
       ("yes,y", "do not ask for confirmation")
@@ -34,19 +41,50 @@ int CommandReset(const std::vector<std::string>& args) {
       ("db", po::value<std::string>(), "database, overriding [target] database");
   po::variables_map vm = ParseWithDir(args, options);
   bool by_partition = vm.count("partition") || vm.count("offset");
-  if (vm.count("help") || !vm.count("dir") || (!vm.count("to") && !by_partition)) {
+  bool by_input = vm.count("input") > 0;
+  if (vm.count("help") || !vm.count("dir") || (!vm.count("to") && !by_partition && !by_input)) {
     std::cout << "usage: sluice reset DIR --to earliest|latest|TIMESTAMP [--truncate TABLE...] [--dry-run] [--yes]\n"
-                 "       sluice reset DIR --partition P --offset O [--topic T] [--dry-run] [--yes]\n\n"
+                 "       sluice reset DIR --partition P --offset O [--topic T] [--dry-run] [--yes]\n"
+                 "       sluice reset DIR --input NAME... [--truncate TABLE...] [--dry-run] [--yes]\n\n"
                  "Moves the offsets stored in the pipeline's database and the group's committed offsets together, so\n"
                  "the next run starts there. Curated tables stay as they are (upserts make reprocessing safe);\n"
                  "--truncate empties the named tables first for a full rebuild. Prints the plan and asks for\n"
-                 "confirmation on a terminal; elsewhere pass --yes. Refused while `sluice run` holds the pipeline.\n\n"
+                 "confirmation on a terminal; elsewhere pass --yes. Refused while `sluice run` holds the pipeline.\n"
+                 "--to earliest also forgets the positions of --from-file inputs, so that the next `run --from-file`\n"
+                 "reads them from their first line; --input forgets only the named ones (no broker needed).\n\n"
               << options;
     return vm.count("help") ? kExitOk : kExitUsage;
   }
   if (by_partition && (!vm.count("partition") || !vm.count("offset") || vm.count("to"))) {
     std::cerr << "sluice reset: use --partition with --offset, or --to, not both\n";
     return kExitUsage;
+  }
+  if (by_input && (by_partition || vm.count("to"))) {
+    std::cerr << "sluice reset: use --input alone (with --truncate), not with --to or --partition\n";
+    return kExitUsage;
+  }
+  // A time before 1970 cannot be looked up: -1 and -2 are the broker's
+  // "latest" and "earliest" markers in a lookup by time.
+  std::optional<int64_t> to_ms;
+  if (vm.count("to")) {
+    std::string to = vm["to"].as<std::string>();
+    if (to != "earliest" && to != "latest") {
+      char* end = nullptr;
+      errno = 0;
+      long long number = std::strtoll(to.c_str(), &end, 10);
+      if (!to.empty() && *end == '\0') to_ms = errno == ERANGE ? std::nullopt : std::optional<int64_t>(number);
+      else to_ms = ParseIsoMillis(to);
+      if (!to_ms) {
+        std::cerr << "sluice reset: --to " << to << ": use earliest, latest, epoch milliseconds or ISO-8601 "
+                  << "(2026-11-21T08:00:00Z)\n";
+        return kExitUsage;
+      }
+      if (*to_ms < 0) {
+        std::cerr << "sluice reset: --to " << to << ": a time before 1970-01-01T00:00:00Z; Kafka timestamps start "
+                  << "there (use --to earliest to read everything still on the broker)\n";
+        return kExitUsage;
+      }
+    }
   }
   SetupLogging(-1);
   ConfigOverrides overrides;
@@ -77,6 +115,7 @@ int CommandReset(const std::vector<std::string>& args) {
   bool exists = config.database == ":memory:" || std::filesystem::exists(config.database);
   std::unique_ptr<Database> db;
   OffsetMap stored_offsets;
+  std::vector<std::string> file_inputs;  // inputs of `run --from-file` with a stored position
   if (exists) {
     Result<std::unique_ptr<Database>> opened = Database::Open(config.database, DatabaseOptions{config.busy_timeout_ms});
     if (!opened.ok()) {
@@ -85,13 +124,41 @@ int CommandReset(const std::vector<std::string>& args) {
     }
     db = std::move(*opened);
     if (db->TableExists("_sluice_offsets")) {
-      Result<OffsetMap> stored = Catalog(db.get()).AllStoredOffsets();
+      Result<OffsetMap> stored = Catalog(db.get(), config.source.group).AllStoredOffsets();
       if (!stored.ok()) {
         std::cerr << stored.status().message() << "\n";
         return kExitFailure;
       }
       stored_offsets = *stored;
+      Result<std::vector<std::string>> inputs = Catalog(db.get(), config.source.group).FileInputs(config.source.topics);
+      if (!inputs.ok()) {
+        std::cerr << inputs.status().message() << "\n";
+        return kExitFailure;
+      }
+      file_inputs = *inputs;
     }
+  }
+  auto is_input = [&](const std::string& name) {
+    return std::find(file_inputs.begin(), file_inputs.end(), name) != file_inputs.end();
+  };
+  // The file inputs whose positions this reset forgets.
+  std::vector<std::string> forget;
+  if (by_input) {
+    for (const auto& name : vm["input"].as<std::vector<std::string>>()) {
+      if (!is_input(name)) {
+        std::cerr << "sluice reset: --input " << name << ": no position is stored for such a --from-file input"
+                  << (file_inputs.empty() ? std::string(" (there is none)") : " (there are: " + [&] {
+                        std::string all;
+                        for (const auto& input : file_inputs) all += (all.empty() ? "" : ", ") + input;
+                        return all;
+                      }() + ")")
+                  << "\n";
+        return kExitUsage;
+      }
+      if (std::find(forget.begin(), forget.end(), name) == forget.end()) forget.push_back(name);
+    }
+  } else if (vm.count("to") && vm["to"].as<std::string>() == "earliest") {
+    forget = file_inputs;
   }
   for (const auto& table : truncate) {
     if (!db || !db->TableExists(table)) {
@@ -99,8 +166,16 @@ int CommandReset(const std::vector<std::string>& args) {
       return kExitUsage;
     }
   }
+  if (by_partition && vm.count("topic") && is_input(vm["topic"].as<std::string>())) {
+    std::string topic = vm["topic"].as<std::string>();
+    std::cerr << "sluice reset: " << topic << " is a --from-file input, not a topic: its position is a line of the "
+              << "file it was read from. `sluice reset DIR --input " << topic
+              << "` forgets it (the next run reads the file from its first line)\n";
+    return kExitUsage;
+  }
   KafkaSource kafka(config.source);
-  Result<std::vector<PartitionState>> states = kafka.Inspect();
+  Result<std::vector<PartitionState>> states = std::vector<PartitionState>();
+  if (!by_input) states = kafka.Inspect();
   if (!states.ok()) {
     std::cerr << states.status().message() << "\n";
     return kExitFailure;
@@ -133,22 +208,12 @@ int CommandReset(const std::vector<std::string>& args) {
       std::cerr << "sluice reset: " << topic << "[" << tp.second << "] is not a partition of the pipeline's topics\n";
       return kExitUsage;
     }
-  } else {
+  } else if (!by_input) {
     std::string to = vm["to"].as<std::string>();
     if (to == "earliest" || to == "latest") {
       for (const auto& state : *states) target[state.partition] = to == "earliest" ? state.low : state.high;
     } else {
-      std::optional<int64_t> ms;
-      char* end = nullptr;
-      long long number = std::strtoll(to.c_str(), &end, 10);
-      if (!to.empty() && *end == '\0') ms = number;
-      else ms = ParseIsoMillis(to);
-      if (!ms) {
-        std::cerr << "sluice reset: --to " << to << ": use earliest, latest, epoch milliseconds or ISO-8601 "
-                  << "(2026-11-21T08:00:00Z)\n";
-        return kExitUsage;
-      }
-      Result<OffsetMap> offsets = kafka.OffsetsForTimestamp(*ms);
+      Result<OffsetMap> offsets = kafka.OffsetsForTimestamp(*to_ms);
       if (!offsets.ok()) {
         std::cerr << offsets.status().message() << "\n";
         return kExitFailure;
@@ -166,6 +231,17 @@ int CommandReset(const std::vector<std::string>& args) {
     std::printf("%-30s %12s %12s %12lld\n", name.c_str(),
                 old == stored_offsets.end() ? "-" : std::to_string(old->second).c_str(),
                 state.committed ? std::to_string(*state.committed).c_str() : "-", static_cast<long long>(next->second));
+  }
+  for (const auto& input : forget) {
+    for (const auto& [tp, offset] : stored_offsets) {
+      if (tp.first != input) continue;
+      std::string name = tp.first + "[" + std::to_string(tp.second) + "]";
+      std::printf("%-30s %12lld %12s %12s\n", name.c_str(), static_cast<long long>(offset), "(file)", "line 1");
+    }
+  }
+  for (const auto& input : file_inputs) {
+    if (std::find(forget.begin(), forget.end(), input) != forget.end()) continue;
+    std::printf("--from-file input %s keeps its position (--input %s forgets it)\n", input.c_str(), input.c_str());
   }
   for (const auto& table : truncate) std::printf("and empty table %s\n", table.c_str());
   if (vm.count("dry-run")) {
@@ -195,7 +271,7 @@ int CommandReset(const std::vector<std::string>& args) {
     }
     db = std::move(*created);
   }
-  Catalog catalog(db.get());
+  Catalog catalog(db.get(), config.source.group);
   Status installed = catalog.Install();
   if (!installed.ok()) {
     std::cerr << installed.message() << "\n";
@@ -206,18 +282,38 @@ int CommandReset(const std::vector<std::string>& args) {
     std::cerr << tx.status().message() << "\n";
     return kExitFailure;
   }
+  std::vector<std::string> reloaded_seeds;
   for (const auto& table : truncate) {
     Status st = db->Exec("DELETE FROM " + QuoteIdentifier(table));
     if (!st.ok()) {
       std::cerr << "cannot empty " << table << ": " << st.message() << "\n";
       return kExitFailure;
     }
+    // A seed's table is filled again by the next batch (its checksum is
+    // forgotten), never left empty for good.
+    Result<bool> seed = ForgetSeedChecksum(db.get(), table);
+    if (!seed.ok()) {
+      std::cerr << seed.status().message() << "\n";
+      return kExitFailure;
+    }
+    if (*seed) reloaded_seeds.push_back(table);
   }
   RunRecord record;
   record.started_at = Catalog::Now();
   record.status = "reset";
-  record.notes = "reset to " + (by_partition ? std::string("an explicit offset") : vm["to"].as<std::string>());
+  record.notes = by_input       ? std::string("reset of --from-file inputs")
+                 : by_partition ? std::string("reset to an explicit offset")
+                                : "reset to " + vm["to"].as<std::string>();
+  for (const auto& input : forget) {
+    Status st = catalog.ForgetInput(input);
+    if (!st.ok()) {
+      std::cerr << "nothing changed: " << st.message() << "\n";
+      return kExitFailure;
+    }
+    record.notes += "; forgot the position of --from-file input " + input;
+  }
   for (const auto& table : truncate) record.notes += "; emptied " + table;
+  for (const auto& table : reloaded_seeds) record.notes += "; seed " + table + " reloads at the next batch";
   Result<int64_t> run_id = catalog.FinishRun(record);
   Status st = run_id.ok() ? catalog.StoreOffsets(target, *run_id) : run_id.status();
   if (st.ok()) st = (*tx)->Commit();
@@ -225,13 +321,19 @@ int CommandReset(const std::vector<std::string>& args) {
     std::cerr << "nothing changed: " << st.message() << "\n";
     return kExitFailure;
   }
-  Status committed = kafka.CommitGroupOffsets(target);
+  Status committed = target.empty() ? Status::Ok() : kafka.CommitGroupOffsets(target);
   if (!committed.ok()) {
     std::cerr << "warning: the database now holds the new offsets (they win at the next run), but the group's "
                  "could not be moved: "
               << committed.message() << "\n";
   }
-  std::printf("reset %zu partition%s; the next run starts there\n", target.size(), target.size() == 1 ? "" : "s");
+  if (!by_input) std::printf("reset %zu partition%s", target.size(), target.size() == 1 ? "" : "s");
+  if (!forget.empty()) {
+    std::printf("%sforgot the position of %zu --from-file input%s", by_input ? "" : " and ", forget.size(),
+                forget.size() == 1 ? "" : "s");
+  }
+  std::printf(by_input ? "; the next `run --from-file` reads %s from its first line\n" : "; the next run starts there\n",
+              forget.size() == 1 ? "it" : "them");
   return kExitOk;
 }
 

@@ -1,10 +1,14 @@
 // `sluice run`: validate, open the engine over Kafka (or a file), run the
 // chosen mode, show progress on a terminal.
+#include <spdlog/sinks/base_sink.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
 #include <boost/program_options.hpp>
+#include <atomic>
 #include <chrono>
+#include <memory>
+#include <mutex>
 #include <cstdio>
 #include <iostream>
 
@@ -14,11 +18,29 @@
 #include "engine/config.h"
 #include "engine/engine.h"
 #include "engine/validate.h"
+#include "sql/catalog.h"
+#include "sql/database.h"
 
 namespace sluice::cli {
 namespace po = boost::program_options;
 
 namespace {
+
+// True while a progress bar is on the terminal's last line.
+std::atomic<bool> g_bar_visible{false};
+
+// Log lines on stderr that first clear a progress bar, so that no line starts
+// on the bar's row; the next batch draws the bar again below them.
+class BarAwareSink : public spdlog::sinks::base_sink<std::mutex> {
+ protected:
+  void sink_it_(const spdlog::details::log_msg& msg) override {
+    spdlog::memory_buf_t formatted;
+    formatter_->format(msg, formatted);
+    if (g_bar_visible.exchange(false)) std::fputs("\r\033[K", stderr);
+    std::fwrite(formatted.data(), 1, formatted.size(), stderr);
+  }
+  void flush_() override { std::fflush(stderr); }
+};
 
 // Draws "[#####     ]  52%  520000/1000000 msgs  312k msg/s  ETA 2s" on stderr.
 void DrawProgress(const Progress& progress) {
@@ -31,7 +53,50 @@ void DrawProgress(const Progress& progress) {
                std::string(30 - filled, ' ').c_str(), static_cast<int>(fraction * 100),
                static_cast<long long>(progress.done), static_cast<long long>(progress.backlog), rate, eta);
   if (progress.finished) std::fprintf(stderr, "\n");
+  g_bar_visible.store(!progress.finished);
   std::fflush(stderr);
+}
+
+// The identities of --from-file inputs, kept in the pipeline's database
+// through a connection of their own (opened when first needed: the engine
+// creates the database).
+FileInputStore InputStore(const PipelineConfig& config) {
+  struct Shared {
+    std::unique_ptr<Database> db;
+    std::unique_ptr<Catalog> catalog;
+  };
+  auto shared = std::make_shared<Shared>();
+  std::string path = config.database, pipeline = config.source.group;
+  int busy = config.busy_timeout_ms;
+  auto catalog = [shared, path, pipeline, busy]() -> Result<Catalog*> {
+    if (!shared->catalog) {
+      Result<std::unique_ptr<Database>> db = Database::Open(path, DatabaseOptions{busy});
+      if (!db.ok()) return db.status();
+      shared->db = std::move(*db);
+      shared->catalog = std::make_unique<Catalog>(shared->db.get(), pipeline);
+    }
+    return shared->catalog.get();
+  };
+  FileInputStore store;
+  store.find = [catalog](const std::string& input, int64_t next) -> Result<std::optional<InputCheckpoint>> {
+    Result<Catalog*> c = catalog();
+    if (!c.ok()) return c.status();
+    Result<std::optional<InputRecord>> found = (*c)->FindInput(input, next);
+    if (!found.ok()) return found.status();
+    if (!*found) return std::optional<InputCheckpoint>();
+    return std::optional<InputCheckpoint>(InputCheckpoint{next, (*found)->bytes, (*found)->checksum});
+  };
+  store.save = [catalog](const std::string& input, const InputCheckpoint& checkpoint) -> Status {
+    Result<Catalog*> c = catalog();
+    if (!c.ok()) return c.status();
+    return (*c)->SaveInput(input, InputRecord{checkpoint.next_offset, checkpoint.bytes, checkpoint.checksum});
+  };
+  store.forget = [catalog](const std::string& input) -> Status {
+    Result<Catalog*> c = catalog();
+    if (!c.ok()) return c.status();
+    return (*c)->ForgetInput(input);
+  };
+  return store;
 }
 
 }  // namespace
@@ -47,6 +112,7 @@ int CommandRun(const std::vector<std::string>& args) {
        "run until caught up, sleep to the next tick, repeat; DURATION such as 30s or 5m (default: [batch] every)")
       ("from-file", po::value<std::string>(),
        "read JSON lines from FILE (- for stdin) instead of Kafka: the file's name is the topic, the line number the offset")
+      ("restart", "with --from-file: forget the position stored for this input and read it from its first line")
       ("brokers", po::value<std::string>(), "bootstrap brokers, overriding [source] brokers")
       ("db", po::value<std::string>(), "target database, overriding [target] database")
       ("max-messages", po::value<size_t>(), "cap per batch, overriding [batch] max_messages")
@@ -54,12 +120,13 @@ int CommandRun(const std::vector<std::string>& args) {
       ("quiet,q", "log only warnings and errors; no progress bar");
   po::variables_map vm = ParseWithDir(args, options);
   if (vm.count("help")) {
-    std::cout << "usage: sluice run DIR [--once | --until-caught-up | --every [DURATION]] [--from-file FILE]\n"
+    std::cout << "usage: sluice run DIR [--once | --until-caught-up | --every [DURATION]] [--from-file FILE [--restart]]\n"
                  "                      [--brokers LIST] [--db PATH] [--max-messages N] [-v | -q]\n\n"
                  "Runs the pipeline in DIR. Each batch is one SQLite transaction: stage the messages (bad ones go to\n"
                  "_sluice_quarantine), run steps/*.sql in order, store the next offsets, commit; only then are the\n"
                  "offsets committed to the Kafka group. A failing step rolls the batch back and exits non-zero.\n"
-                 "SIGINT/SIGTERM finish the batch in flight and exit 0. The pipeline is validated first.\n\n"
+                 "SIGINT, SIGTERM and SIGHUP interrupt the batch in flight (rolled back, offsets unchanged) and exit 0.\n"
+                 "`--every` retries transient failures for [batch] retry_for. The pipeline is validated first.\n\n"
               << options;
     return kExitOk;
   }
@@ -70,6 +137,14 @@ int CommandRun(const std::vector<std::string>& args) {
   int modes = static_cast<int>(vm.count("once") + vm.count("until-caught-up") + vm.count("every"));
   if (modes > 1) {
     std::cerr << "sluice run: choose one of --once, --until-caught-up, --every\n";
+    return kExitUsage;
+  }
+  if (vm.count("restart") && !vm.count("from-file")) {
+    std::cerr << "sluice run: --restart goes with --from-file (for Kafka, see sluice reset)\n";
+    return kExitUsage;
+  }
+  if (vm.count("verbose") && vm.count("quiet")) {
+    std::cerr << "sluice run: choose one of -v and -q\n";
     return kExitUsage;
   }
   int verbosity = vm.count("verbose") ? 1 : vm.count("quiet") ? -1 : 0;
@@ -113,6 +188,9 @@ int CommandRun(const std::vector<std::string>& args) {
   }
   if (run_options.mode == RunMode::kUntilCaughtUp && verbosity >= 0 && isatty(STDERR_FILENO)) {
     run_options.progress = DrawProgress;
+    auto sink = std::make_shared<BarAwareSink>();
+    sink->set_pattern("%Y-%m-%dT%H:%M:%S.%e %l %v");
+    spdlog::default_logger()->sinks().assign({sink});
   }
 
   InstallSignalHandlers();
@@ -124,6 +202,9 @@ int CommandRun(const std::vector<std::string>& args) {
     file.path = vm["from-file"].as<std::string>();
     file.default_timestamp =
         std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+    file.restart = vm.count("restart") > 0;
+    file.kafka_topics = config.source.topics;
+    if (config.database != ":memory:") file.store = InputStore(config);
     source = std::make_unique<FileSource>(file);
     engine_options.exclusive_lock = true;
   } else {
@@ -139,12 +220,16 @@ int CommandRun(const std::vector<std::string>& args) {
   spdlog::info("pipeline {}: {} into {} ({} steps, {} seeds)", dir, described, config.database,
                pipeline->steps.size(), pipeline->seeds.size());
   Status st = (*engine)->Run(run_options, g_stop);
-  if (!st.ok()) {
-    // A batch failure was already logged with its run id.
-    if (st.code() != Status::Code::kSqlError) spdlog::error("{}", st.message());
+  if (!st.ok() && st.code() != Status::Code::kAborted) {
+    // Every failure ends with its cause on stderr: a failed batch was logged
+    // with its run id by the engine; anything else is logged here.
+    if (!(*engine)->Reported(st)) spdlog::error("{}", st.message());
     return kExitFailure;
   }
-  if (g_stop.load()) spdlog::info("stopped by signal after the batch in flight");
+  if (g_stop.load()) {
+    spdlog::info("stopped by {}{}", SignalName(g_signal.load()),
+                 st.ok() ? " between batches" : " (the batch in flight was rolled back; offsets unchanged)");
+  }
   return kExitOk;
 }
 

@@ -156,7 +156,8 @@ Result<PipelineConfig> ParseConfig(const std::string& text, const std::string& d
   std::map<std::string, int> seen;
   const std::set<std::string> known = {
       "source.brokers", "source.topic", "source.group", "source.start", "source.assignment", "source.on_data_loss",
-      "source.connect_timeout", "batch.max_messages", "batch.max_wait", "batch.every", "target.database",
+      "source.connect_timeout", "batch.max_messages", "batch.max_wait", "batch.every", "batch.retry_for",
+      "batch.step_timeout", "target.database",
       "target.busy_timeout", "target.file_mode", "target.allow_attach_outside", "staging.retention"};
   std::set<std::string> column_names;
 
@@ -226,7 +227,8 @@ Result<PipelineConfig> ParseConfig(const std::string& text, const std::string& d
     } else if (full == "source.start") {
       if (value == "earliest") config.source.start = KafkaSourceOptions::Start::kEarliest;
       else if (value == "latest") config.source.start = KafkaSourceOptions::Start::kLatest;
-      else errors.Add(section, key, "'" + value + "' is not one of: earliest, latest");
+      else if (value == "group") config.source.start = KafkaSourceOptions::Start::kGroup;
+      else errors.Add(section, key, "'" + value + "' is not one of: earliest, latest, group");
     } else if (full == "source.assignment") {
       if (value == "all") config.source.assignment = KafkaSourceOptions::Assignment::kAll;
       else if (value == "group") config.source.assignment = KafkaSourceOptions::Assignment::kGroup;
@@ -258,7 +260,8 @@ Result<PipelineConfig> ParseConfig(const std::string& text, const std::string& d
       else if (value == "false") config.allow_attach_outside = false;
       else errors.Add(section, key, "'" + value + "' is not one of: true, false");
     } else if (full == "target.busy_timeout" || full == "source.connect_timeout" || full == "batch.max_wait" ||
-               full == "batch.every" || full == "staging.retention") {
+               full == "batch.every" || full == "staging.retention" || full == "batch.retry_for" ||
+               full == "batch.step_timeout") {
       Result<std::chrono::milliseconds> duration = ParseDuration(value);
       if (!duration.ok()) {
         errors.Add(section, key, duration.status().message());
@@ -268,6 +271,10 @@ Result<PipelineConfig> ParseConfig(const std::string& text, const std::string& d
         config.busy_timeout_ms = static_cast<int>(std::min<int64_t>(duration->count(), 3600000));
       } else if (full == "staging.retention") {
         config.retention = *duration;
+      } else if (full == "batch.retry_for") {
+        config.retry_for = *duration;
+      } else if (full == "batch.step_timeout") {
+        config.step_timeout = *duration;
       } else if (full == "source.connect_timeout") {
         config.source.connect_timeout = *duration;
       } else if (full == "batch.max_wait") {
@@ -335,25 +342,45 @@ Result<Pipeline> LoadPipeline(const std::string& dir, const ConfigOverrides& ove
       pipeline.steps.push_back(std::move(*step));
     }
   }
-  fs::path seeds = fs::path(dir) / "seeds";
-  if (fs::is_directory(seeds, ec)) {
+  fs::path checks = fs::path(dir) / "checks";
+  if (fs::is_directory(checks, ec)) {
     std::vector<fs::path> files;
-    for (const auto& entry : fs::directory_iterator(seeds)) {
-      if (entry.is_regular_file() && entry.path().extension() == ".csv") files.push_back(entry.path());
+    for (const auto& entry : fs::directory_iterator(checks)) {
+      if (entry.is_regular_file() && entry.path().extension() == ".sql") files.push_back(entry.path());
     }
     std::sort(files.begin(), files.end());
     for (const auto& file : files) {
-      std::string table = file.stem().string();
-      std::string display = "seeds/" + file.filename().string();
-      std::string lower = Lower(table);
-      if (!IsPlainIdentifier(table) || lower.rfind("_sluice_", 0) == 0 || lower.rfind("sqlite_", 0) == 0 ||
-          lower == "batch") {
-        return Status::InvalidConfig(display + ": a seed's file name becomes its table name, so it must be letters, "
-                                               "digits and _ (not starting with a digit, not _sluice_*, sqlite_* or batch); "
-                                               "rename the file");
+      Result<SqlFile> check = ReadSqlFile(file.string(), "checks/" + file.filename().string());
+      if (!check.ok()) return check.status();
+      CheckFile entry{std::move(*check), false};
+      // "-- severity: warn" (or error) in the comment lines before the query.
+      std::istringstream lines(entry.file.text);
+      std::string line;
+      int number = 0;
+      while (std::getline(lines, line)) {
+        ++number;
+        std::string trimmed = Trim(line);
+        if (trimmed.empty()) continue;
+        if (trimmed.rfind("--", 0) != 0) break;
+        std::string comment = Lower(Trim(trimmed.substr(2)));
+        if (comment.rfind("severity:", 0) != 0) continue;
+        std::string severity = Trim(comment.substr(9));
+        if (severity == "warn") {
+          entry.warn_only = true;
+        } else if (severity != "error") {
+          return Status::InvalidConfig(entry.file.display + ":" + std::to_string(number) + ": severity '" + severity +
+                                       "' is not one of: error, warn");
+        }
       }
-      pipeline.seeds.push_back({file.string(), display, table});
+      pipeline.checks.push_back(std::move(entry));
     }
+  }
+  std::vector<std::string> seed_problems;
+  pipeline.seeds = FindSeeds(dir, &seed_problems);
+  if (!seed_problems.empty()) {
+    std::string all;
+    for (const auto& problem : seed_problems) all += (all.empty() ? "" : "\n") + problem;
+    return Status::InvalidConfig(all);
   }
   return pipeline;
 }

@@ -25,6 +25,11 @@ struct PipelineConfig {
   size_t max_messages = 50000;
   std::chrono::milliseconds max_wait{2000};
   std::chrono::milliseconds every{std::chrono::minutes(5)};
+  // [batch] retry_for: how long `run --every` retries transient failures
+  // (database locked, brokers unreachable) with backoff before it gives up.
+  std::chrono::milliseconds retry_for{std::chrono::minutes(15)};
+  // [batch] step_timeout: a step running longer fails the batch (0: no limit).
+  std::chrono::milliseconds step_timeout{0};
   std::vector<ColumnSpec> columns;
   std::chrono::milliseconds retention{0};  // [staging] retention: how long past batches stay
   std::string database;  // resolved: relative paths are relative to `dir`
@@ -40,10 +45,18 @@ struct ConfigOverrides {
   std::optional<size_t> max_messages;
 };
 
+// checks/NAME.sql: one query returning the rows that break an expectation,
+// run after the steps inside the batch transaction.
+struct CheckFile {
+  SqlFile file;
+  bool warn_only = false;  // "-- severity: warn": the batch commits; the count is recorded
+};
+
 struct Pipeline {
   PipelineConfig config;
   std::optional<SqlFile> schema;  // schema.sql, when present
   std::vector<SqlFile> steps;     // steps/*.sql in lexical order
+  std::vector<CheckFile> checks;  // checks/*.sql in lexical order
   std::vector<SeedFile> seeds;    // seeds/*.csv
 };
 

@@ -3,7 +3,11 @@
 
 #include <spdlog/spdlog.h>
 
+#include <sys/stat.h>
+
 #include <algorithm>
+#include <ctime>
+#include <limits>
 #include <map>
 #include <thread>
 
@@ -21,21 +25,23 @@ double MillisSince(Clock::time_point start) {
   return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
 }
 
-// "orders[0..7]" style summary of the partitions a batch touched.
+// A summary a person reads at a glance: "events[0,3]" for up to four
+// partitions, "12 partitions of orders" beyond.
 std::string DescribePartitions(const std::vector<PartitionRange>& ranges) {
   std::map<std::string, std::vector<int32_t>> by_topic;
   for (const auto& range : ranges) by_topic[range.partition.first].push_back(range.partition.second);
   std::string out;
   for (auto& [topic, partitions] : by_topic) {
     std::sort(partitions.begin(), partitions.end());
-    bool contiguous = partitions.back() - partitions.front() + 1 == static_cast<int32_t>(partitions.size());
-    std::string list;
-    if (contiguous && partitions.size() > 1) {
-      list = std::to_string(partitions.front()) + ".." + std::to_string(partitions.back());
-    } else {
+    std::string part;
+    if (partitions.size() <= 4) {
+      std::string list;
       for (int32_t partition : partitions) list += (list.empty() ? "" : ",") + std::to_string(partition);
+      part = topic + "[" + list + "]";
+    } else {
+      part = std::to_string(partitions.size()) + " partitions of " + topic;
     }
-    out += (out.empty() ? "" : ", ") + topic + "[" + list + "]";
+    out += (out.empty() ? "" : ", ") + part;
   }
   return out.empty() ? "no partition" : out;
 }
@@ -53,7 +59,7 @@ std::string DescribeOffsets(const OffsetMap& offsets) {
 Result<std::unique_ptr<Engine>> Engine::Open(const Pipeline& pipeline, std::unique_ptr<BatchSource> source,
                                              const EngineOptions& options) {
   std::unique_ptr<Engine> engine(new Engine(pipeline, std::move(source)));
-  Result<std::unique_ptr<PipelineLock>> lock = PipelineLock::Acquire(pipeline.config.database, options.exclusive_lock);
+  Result<std::unique_ptr<PipelineLock>> lock = PipelineLock::Acquire(pipeline.config.database, options.exclusive_lock, options.lock_hint);
   if (!lock.ok()) return lock.status();
   engine->lock_ = std::move(*lock);
   DatabaseOptions db_options;
@@ -62,13 +68,46 @@ Result<std::unique_ptr<Engine>> Engine::Open(const Pipeline& pipeline, std::uniq
   Result<std::unique_ptr<Database>> db = Database::Open(pipeline.config.database, db_options);
   if (!db.ok()) return db.status();
   engine->db_ = std::move(*db);
-  engine->catalog_ = std::make_unique<Catalog>(engine->db_.get());
+  // Offsets belong to the pipeline, identified by its consumer group.
+  engine->catalog_ = std::make_unique<Catalog>(engine->db_.get(), pipeline.config.source.group);
+  Engine* self = engine.get();
+  engine->db_->SetInterruptCheck([self] {
+    if (!self->interruptible_) return false;
+    return self->Stopping() || (self->step_deadline_ && Clock::now() > *self->step_deadline_);
+  });
   SLUICE_RETURN_IF_ERROR(engine->Prepare());
 
   Catalog* catalog = engine->catalog_.get();
-  Status opened = engine->source_->Open(
-      [catalog](const std::vector<TopicPartition>& partitions) { return catalog->StoredOffsets(partitions); });
-  if (!opened.ok()) return opened;
+  // A renamed [source] group is a new pipeline to the offsets: say so when
+  // other pipelines have read these topics into this database.
+  Result<OffsetMap> own = catalog->AllStoredOffsets();
+  if (own.ok() && own->empty()) {
+    Result<std::vector<std::string>> others = catalog->OtherPipelines(pipeline.config.source.topics);
+    if (others.ok() && !others->empty()) {
+      std::string names;
+      for (const auto& name : *others) names += (names.empty() ? "'" : ", '") + name + "'";
+      spdlog::warn("pipeline '{}' has no offsets in {}, but {} read the same topics into it: this pipeline starts "
+                   "where [source] start says. If [source] group was renamed, rename it back (offsets belong to the "
+                   "group), or the data is read a second time",
+                   pipeline.config.source.group, pipeline.config.database, names);
+    }
+  }
+  std::string opened_at = Catalog::Now();
+  engine->source_->SetLastReadLookup([catalog]() { return catalog->LastRead(); });
+  Status opened = engine->source_->Open([catalog]() { return catalog->AllStoredOffsets(); });
+  if (!opened.ok() && opened.code() != Status::Code::kDataLoss) return opened;
+  if (!opened.ok()) {
+    // Data loss or a log that is not the one read is recorded as a failed
+    // run too, so `sluice status` shows why nothing moves; the caller logs it.
+    RunRecord record;
+    record.started_at = opened_at;
+    record.status = "failed";
+    record.error = opened.message();
+    if (Result<std::unique_ptr<Transaction>> tx = Transaction::Begin(engine->db_.get()); tx.ok()) {
+      if (catalog->FinishRun(record).ok()) (void)(*tx)->Commit();
+    }
+    return opened;
+  }
   engine->source_open_ = true;
   return engine;
 }
@@ -81,9 +120,14 @@ Status Engine::Prepare() {
   Result<std::unique_ptr<Transaction>> tx = Transaction::Begin(db_.get());
   if (!tx.ok()) return tx.status();
   SLUICE_RETURN_IF_ERROR(catalog_->Install().WithContext("cannot create sluice's tables in " + db_->path()));
+  if (catalog_->migrated()) {
+    spdlog::info("_sluice_offsets is now keyed by pipeline; its rows were assigned to pipeline '{}' (consumer group)",
+                 pipeline_.config.source.group);
+  }
   if (pipeline_.schema) SLUICE_RETURN_IF_ERROR(RunSqlFile(db_.get(), *pipeline_.schema));
   Result<std::unique_ptr<StagingWriter>> staging =
-      StagingWriter::Create(db_.get(), pipeline_.config.columns, pipeline_.config.retention);
+      StagingWriter::Create(db_.get(), pipeline_.config.columns, pipeline_.config.retention,
+                            pipeline_.config.source.group);
   if (!staging.ok()) return staging.status();
   staging_ = std::move(*staging);
   SLUICE_RETURN_IF_ERROR((*tx)->Commit());
@@ -93,16 +137,51 @@ Status Engine::Prepare() {
 }
 
 Status Engine::RecordFailure(RunRecord record, const Status& error) {
+  interruptible_ = false;
+  step_deadline_.reset();
+  if (Stopping()) {
+    // Interrupted on request: not a failure of the pipeline, so no failed run.
+    Status stopped = Status::Aborted("stopped by a signal: the batch in flight was rolled back, offsets unchanged");
+    spdlog::warn("{}", stopped.message());
+    reported_ = stopped.message();
+    return stopped;
+  }
   record.run_id = 0;
   record.status = "failed";
   record.error = error.message();
-  Result<std::unique_ptr<Transaction>> tx = Transaction::Begin(db_.get());
-  if (!tx.ok()) return tx.status();
-  Result<int64_t> id = catalog_->FinishRun(record);
-  if (!id.ok()) return id.status();
-  SLUICE_RETURN_IF_ERROR((*tx)->Commit());
-  spdlog::error("run {} failed: {}", *id, error.message());
-  return Status::Ok();
+  Status recorded = [&]() -> Status {
+    Result<std::unique_ptr<Transaction>> tx = Transaction::Begin(db_.get());
+    if (!tx.ok()) return tx.status();
+    Result<int64_t> id = catalog_->FinishRun(record);
+    if (!id.ok()) return id.status();
+    SLUICE_RETURN_IF_ERROR((*tx)->Commit());
+    spdlog::error("run {} failed: {}", *id, error.message());
+    return Status::Ok();
+  }();
+  if (!recorded.ok()) {
+    // The error must reach the operator even when the database cannot take
+    // the failed run (locked by another connection, deleted, full).
+    spdlog::error("batch failed: {} (the failed run could not be recorded: {})", error.message(), recorded.message());
+  }
+  reported_ = error.message();
+  return error;
+}
+
+void Engine::CheckWal() {
+  if (db_->path() == ":memory:" || db_->path().empty()) return;
+  struct stat wal, main;
+  if (::stat((db_->path() + "-wal").c_str(), &wal) != 0 || ::stat(db_->path().c_str(), &main) != 0) return;
+  const int64_t bound = std::max<int64_t>(4 * static_cast<int64_t>(main.st_size), 64LL << 20);
+  if (wal.st_size <= bound) return;
+  // Checkpoint what readers allow; the log only shrinks once no reader holds
+  // a snapshot older than its end.
+  db_->Exec("PRAGMA wal_checkpoint(PASSIVE)");
+  if (Clock::now() - wal_warned_ < std::chrono::minutes(10) && wal_warned_ != Clock::time_point{}) return;
+  wal_warned_ = Clock::now();
+  spdlog::warn("the write-ahead log {}-wal is {} MiB ({} MiB database): a reader holds an old snapshot (an open "
+               "transaction in a sqlite3 shell, a BI tool or a notebook), so SQLite cannot reuse it. End that "
+               "transaction; the log is reused at the next checkpoint",
+               db_->path(), wal.st_size >> 20, main.st_size >> 20);
 }
 
 Result<BatchOutcome> Engine::RunBatch(const BatchOptions& options) {
@@ -115,10 +194,7 @@ Result<BatchOutcome> Engine::RunBatch(const BatchOptions& options) {
   auto fetch_start = Clock::now();
   Status fetched = source_->Fetch(pipeline_.config.max_messages, pipeline_.config.max_wait, &batch_);
   record.fetch_ms = MillisSince(fetch_start);
-  if (!fetched.ok()) {
-    RecordFailure(record, fetched);
-    return fetched;
-  }
+  if (!fetched.ok()) return RecordFailure(record, fetched);
   for (const auto& note : source_->TakeNotes()) record.notes += (record.notes.empty() ? "" : "; ") + note;
   // Taken after the fetch: a rebalance during it may have assigned partitions
   // (positioned at their stored offsets) or revoked some (their messages
@@ -148,8 +224,10 @@ Result<BatchOutcome> Engine::RunBatch(const BatchOptions& options) {
   // Everything below commits together or not at all.
   std::unique_ptr<Transaction> txn;
   auto fail = [&](const Status& error) -> Status {
+    interruptible_ = false;
+    step_deadline_.reset();
     if (txn) txn->Rollback();
-    RecordFailure(record, error);
+    Status reported = RecordFailure(record, error);
     // The batch is gone; fetch it again if this process carries on.
     OffsetMap rewind;
     for (const auto& [tp, next] : outcome.committed) {
@@ -158,7 +236,7 @@ Result<BatchOutcome> Engine::RunBatch(const BatchOptions& options) {
     }
     Status rewound = source_->Rewind(rewind);
     if (!rewound.ok()) spdlog::warn("cannot re-position after the failed batch: {}", rewound.message());
-    return error;
+    return reported;
   };
   Result<std::unique_ptr<Transaction>> tx = Transaction::Begin(db_.get());
   if (!tx.ok()) return fail(tx.status());
@@ -169,6 +247,7 @@ Result<BatchOutcome> Engine::RunBatch(const BatchOptions& options) {
   outcome.run_id = *run_id;
 
   auto stage_start = Clock::now();
+  interruptible_ = true;
   if (options.before_stage) {
     Status before = options.before_stage(db_.get());
     if (!before.ok()) return fail(before);
@@ -199,22 +278,68 @@ Result<BatchOutcome> Engine::RunBatch(const BatchOptions& options) {
   auto steps_start = Clock::now();
   for (const auto& step : pipeline_.steps) {
     auto step_start = Clock::now();
+    if (pipeline_.config.step_timeout.count() > 0) step_deadline_ = step_start + pipeline_.config.step_timeout;
     st = RunSqlFile(db_.get(), step);
+    if (!st.ok() && step_deadline_ && Clock::now() > *step_deadline_ && !Stopping()) {
+      st = Status::SqlError(step.display + ": ran longer than [batch] step_timeout (" +
+                            std::to_string(pipeline_.config.step_timeout.count() / 1000) +
+                            "s) and was interrupted; the batch was rolled back");
+    }
+    step_deadline_.reset();
     if (!st.ok()) return fail(st);
     spdlog::debug("run {}: {} took {:.1f} ms", record.run_id, step.display, MillisSince(step_start));
     CrashPoint(("after_step:" + step.display).c_str());
   }
+  // Data checks, inside the batch: a failing check rolls everything back,
+  // so bad data never commits; a warning check only records its count.
+  for (const auto& check : pipeline_.checks) {
+    Result<CheckOutcome> found = RunCheckFile(db_.get(), check.file);
+    if (!found.ok()) return fail(found.status());
+    std::string sample;
+    for (const auto& row : found->sample) sample += (sample.empty() ? "" : "; ") + row;
+    if (found->rows > 0 && !check.warn_only) {
+      return fail(Status::InvalidInput(check.file.display + ": the check failed: " + std::to_string(found->rows) +
+                                       (found->rows == 1 ? " row breaks it (" : " rows break it (") + sample +
+                                       (found->rows > static_cast<int64_t>(found->sample.size()) ? "; ..." : "") +
+                                       "); the batch was rolled back, offsets unchanged"));
+    }
+    if (found->rows > 0) {
+      spdlog::warn("run {}: {}: {} row{} the check (severity warn): {}", record.run_id, check.file.display,
+                   found->rows, found->rows == 1 ? " breaks" : "s break", sample);
+      record.notes += (record.notes.empty() ? "" : "; ") + check.file.display + ": " + std::to_string(found->rows) +
+                      " rows (warn)";
+    }
+    st = catalog_->RecordCheck(check.file.display, check.warn_only ? "warn" : "error", found->rows, sample,
+                               record.run_id);
+    if (!st.ok()) return fail(st);
+  }
   record.steps_ms = MillisSince(steps_start);
+  interruptible_ = false;
 
   auto commit_start = Clock::now();
+  // Where the source stands after this batch: past transaction markers and
+  // compaction gaps, and the resolved start of partitions that have nothing
+  // stored yet (stored now, so `start = latest` means "from deployment").
+  OffsetMap next_offsets = options.store_offsets ? source_->NextOffsets() : OffsetMap{};
   if (!options.store_offsets) outcome.committed.clear();
   // The stored offsets must still be where this batch started: otherwise
   // another process (a group member after a rebalance) moved them, and
   // committing would double or skip data.
   std::vector<TopicPartition> touched;
   for (const auto& [tp, next] : outcome.committed) touched.push_back(tp);
+  for (const auto& [tp, next] : next_offsets) {
+    if (!outcome.committed.count(tp)) touched.push_back(tp);
+  }
   Result<OffsetMap> stored = catalog_->StoredOffsets(touched);
   if (!stored.ok()) return fail(stored.status());
+  for (const auto& [tp, position] : next_offsets) {
+    auto start = start_offsets.find(tp);
+    auto in_batch = outcome.committed.find(tp);
+    int64_t base = in_batch != outcome.committed.end() ? in_batch->second
+                   : start != start_offsets.end()     ? start->second
+                                                      : position;
+    if (position > base || !stored->count(tp)) outcome.committed[tp] = std::max(base, position);
+  }
   for (const auto& [tp, offset] : *stored) {
     auto start = start_offsets.find(tp);
     if (start == start_offsets.end() || start->second != offset) {
@@ -230,16 +355,28 @@ Result<BatchOutcome> Engine::RunBatch(const BatchOptions& options) {
       return conflict;
     }
   }
-  st = catalog_->StoreOffsets(outcome.committed, record.run_id);
+  // The last message read per partition, to recognise the log next time.
+  LastReadMap last_read;
+  for (const auto& message : batch_) {
+    TopicPartition tp{message.topic, message.partition};
+    if (outcome.committed.count(tp)) last_read[tp] = {message.offset, Fingerprint(message)};
+  }
+  st = catalog_->StoreOffsets(outcome.committed, record.run_id, &last_read);
   if (!st.ok()) return fail(st);
   record.status = "ok";
   record.commit_ms = MillisSince(commit_start);
   Result<int64_t> finished = catalog_->FinishRun(record);
   if (!finished.ok()) return fail(finished.status());
+  // The file we opened must still be the one the path names: a deleted or
+  // replaced database would take the batch (and, after it, the group's
+  // offsets) with it.
+  st = db_->CheckSameFile();
+  if (!st.ok()) return fail(st);
   CrashPoint("before_sqlite_commit");
   st = txn->Commit();
   if (!st.ok()) return fail(st);
   CrashPoint("after_sqlite_commit");
+  CheckWal();
 
   Status kafka_commit = source_->CommitOffsets(outcome.committed);
   if (!kafka_commit.ok()) {
@@ -251,17 +388,37 @@ Result<BatchOutcome> Engine::RunBatch(const BatchOptions& options) {
   Status timed = catalog_->RecordCommitTime(record.run_id, record.commit_ms);
   if (!timed.ok()) spdlog::debug("run {}: cannot record the commit time: {}", record.run_id, timed.message());
 
-  spdlog::info("run {}: pulled {} messages from {}, staged {}, quarantined {}, steps {} in {:.0f} ms, committed offsets {}",
-               record.run_id, record.messages, DescribePartitions(record.ranges), record.staged, record.quarantined,
-               pipeline_.steps.size(), record.steps_ms,
-               outcome.committed.empty() ? std::string("(none)") : DescribeOffsets(outcome.committed));
+  // One line a person reads at a glance; the offsets per partition are in
+  // _sluice_runs and, with -v, on the next line.
+  std::string left;
+  if (pass_ends_) {
+    int64_t lag = 0;
+    OffsetMap positions = source_->Positions();
+    for (const auto& [tp, end] : *pass_ends_) {
+      auto position = positions.find(tp);
+      if (end == std::numeric_limits<int64_t>::max()) continue;  // a stream of unknown length
+      if (position != positions.end() && end > position->second && position->second >= 0) lag += end - position->second;
+    }
+    left = lag == 0 ? ", caught up" : ", " + std::to_string(lag) + " left";
+  }
+  spdlog::info("run {}: pulled {} message{} from {}, staged {}, quarantined {}, steps {:.0f} ms{}", record.run_id,
+               record.messages, record.messages == 1 ? "" : "s", DescribePartitions(record.ranges), record.staged,
+               record.quarantined, record.steps_ms, left);
+  spdlog::debug("run {}: committed offsets {}", record.run_id,
+                outcome.committed.empty() ? std::string("(none)") : DescribeOffsets(outcome.committed));
   return outcome;
 }
 
 Status Engine::RunUntilCaughtUp(const std::atomic<bool>& stop,
                                 const std::function<void(const Progress&)>& progress) {
+  SLUICE_RETURN_IF_ERROR(source_->Refresh());
   Result<OffsetMap> ends = source_->EndOffsets();
   if (!ends.ok()) return ends.status();
+  pass_ends_ = &*ends;
+  struct Forget {
+    const OffsetMap** ends;
+    ~Forget() { *ends = nullptr; }
+  } forget{&pass_ends_};
   Progress report;
   auto pass_start = Clock::now();
   {
@@ -297,19 +454,21 @@ Status Engine::RunUntilCaughtUp(const std::atomic<bool>& stop,
     if (outcome->record.messages > 0) {
       last_progress = Clock::now();
     } else if (Clock::now() - last_progress > std::chrono::milliseconds(pipeline_.config.source.connect_timeout)) {
-      return Status::KafkaError("no messages arrived for " +
+      return Status::Unavailable("no messages arrived for " +
                                 std::to_string(pipeline_.config.source.connect_timeout.count() / 1000) +
                                 "s although the partitions are not at their end offsets seen at start; is the broker "
                                 "reachable?");
     }
   }
-  report.finished = true;
+  // Stopped by a signal is not finished: the bar must not claim 100%.
+  report.finished = !stop.load();
   report.elapsed_s = std::chrono::duration<double>(Clock::now() - pass_start).count();
   if (progress) progress(report);
   return Status::Ok();
 }
 
 Status Engine::Run(const RunOptions& options, const std::atomic<bool>& stop) {
+  stop_ = &stop;
   switch (options.mode) {
     case RunMode::kOnce: {
       Result<BatchOutcome> outcome = RunBatch();
@@ -317,18 +476,55 @@ Status Engine::Run(const RunOptions& options, const std::atomic<bool>& stop) {
     }
     case RunMode::kUntilCaughtUp:
       return RunUntilCaughtUp(stop, options.progress);
-    case RunMode::kEvery: {
-      auto next_tick = Clock::now();
-      while (!stop.load()) {
-        SLUICE_RETURN_IF_ERROR(RunUntilCaughtUp(stop, options.progress));
-        next_tick += options.every;
-        auto now = Clock::now();
-        if (next_tick < now) next_tick = now;  // a pass took longer than the cadence: go again at once
-        auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(next_tick - now);
-        if (!stop.load() && wait.count() > 0) source_->Idle(wait, stop);
+    case RunMode::kEvery:
+      return RunEvery(options, stop);
+  }
+  return Status::Ok();
+}
+
+Status Engine::RunEvery(const RunOptions& options, const std::atomic<bool>& stop) {
+  // A service: transient failures (database locked, brokers unreachable,
+  // request time-outs) are retried with capped exponential backoff for up to
+  // [batch] retry_for; anything else stops at once.
+  auto next_tick = Clock::now();
+  std::optional<Clock::time_point> failing_since;
+  std::chrono::milliseconds backoff(1000);
+  const std::chrono::milliseconds max_backoff(60000);
+  while (!stop.load()) {
+    Status pass = RunUntilCaughtUp(stop, options.progress);
+    if (!pass.ok()) {
+      if (stop.load() || !pass.transient()) return pass;
+      auto now = Clock::now();
+      if (!failing_since) failing_since = now;
+      if (now - *failing_since >= pipeline_.config.retry_for) {
+        Status given_up = pass.WithContext("giving up after retrying for " +
+                                           std::to_string(pipeline_.config.retry_for.count() / 1000) +
+                                           "s ([batch] retry_for)");
+        return given_up;
       }
-      return Status::Ok();
+      if (!Reported(pass)) spdlog::warn("{}", pass.message());
+      spdlog::warn("transient failure; retrying in {}s (for up to {}s in all, [batch] retry_for)", backoff.count() / 1000,
+                   pipeline_.config.retry_for.count() / 1000);
+      source_->Idle(backoff, stop);
+      backoff = std::min(backoff * 2, max_backoff);
+      continue;
     }
+    if (failing_since) spdlog::info("recovered after {:.0f}s of transient failures",
+                                    std::chrono::duration<double>(Clock::now() - *failing_since).count());
+    failing_since.reset();
+    backoff = std::chrono::milliseconds(1000);
+    next_tick += options.every;
+    auto now = Clock::now();
+    if (next_tick < now) next_tick = now;  // a pass took longer than the cadence: go again at once
+    auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(next_tick - now);
+    if (stop.load()) break;
+    std::time_t at = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now() + wait);
+    std::tm local{};
+    localtime_r(&at, &local);
+    char when[16];
+    std::strftime(when, sizeof(when), "%H:%M:%S", &local);
+    spdlog::info("caught up; next pass at {}", when);
+    if (wait.count() > 0) source_->Idle(wait, stop);
   }
   return Status::Ok();
 }

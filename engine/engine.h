@@ -12,6 +12,7 @@
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -59,6 +60,8 @@ struct BatchOutcome {
 struct EngineOptions {
   // Take the pipeline lock exclusively (assignment = all) or shared (group).
   bool exclusive_lock = true;
+  // What a refused lock tells the user to do.
+  std::string lock_hint = PipelineLock::kRunHint;
 };
 
 class Engine {
@@ -81,12 +84,24 @@ class Engine {
   Database* database() { return db_.get(); }
   BatchSource* source() { return source_.get(); }
 
+  // True when `error` was already logged, with its run, by the engine (a
+  // failed batch); the CLI prints the others.
+  bool Reported(const Status& error) const { return !error.ok() && error.message() == reported_; }
+
  private:
   Engine(const Pipeline& pipeline, std::unique_ptr<BatchSource> source)
       : pipeline_(pipeline), source_(std::move(source)) {}
   Status Prepare();
   Status RunUntilCaughtUp(const std::atomic<bool>& stop, const std::function<void(const Progress&)>& progress);
+  Status RunEvery(const RunOptions& options, const std::atomic<bool>& stop);
+  // Records a failed run in its own transaction and logs the error once,
+  // whether or not the record could be written. Returns `error`, or Aborted
+  // when a stop request interrupted the batch.
   Status RecordFailure(RunRecord record, const Status& error);
+  // Warns when the write-ahead log keeps growing because a reader holds an
+  // old snapshot.
+  void CheckWal();
+  bool Stopping() const { return stop_ != nullptr && stop_->load(); }
 
   Pipeline pipeline_;
   std::unique_ptr<BatchSource> source_;
@@ -96,6 +111,14 @@ class Engine {
   std::unique_ptr<StagingWriter> staging_;
   std::vector<Message> batch_;  // reused across batches
   bool source_open_ = false;
+  const std::atomic<bool>* stop_ = nullptr;  // set by Run(); interrupts SQL when true
+  // While a batch stages and runs its steps, statements are interrupted on a
+  // stop request or once the step's deadline passes.
+  bool interruptible_ = false;
+  std::optional<std::chrono::steady_clock::time_point> step_deadline_;
+  std::string reported_;
+  const OffsetMap* pass_ends_ = nullptr;  // the end offsets of the pass in progress, for the batch line
+  std::chrono::steady_clock::time_point wal_warned_{};
 };
 
 }  // namespace sluice

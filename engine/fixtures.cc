@@ -367,7 +367,38 @@ FixtureResult RunCase(const Pipeline& base, const fs::path& case_dir) {
   run.mode = RunMode::kUntilCaughtUp;
   std::atomic<bool> stop{false};
   Status st = (*engine)->Run(run, stop);
-  if (!st.ok()) {
+  // expected_failure: the case passes only if the run fails with an error
+  // holding this text (a data check that must catch the input, say); the
+  // tables are then compared as the failed batch left them (rolled back).
+  std::optional<std::string> expected_failure;
+  if (fs::exists(case_dir / "expected_failure")) {
+    std::ifstream in(case_dir / "expected_failure", std::ios::binary);
+    std::ostringstream text;
+    text << in.rdbuf();
+    std::string want = text.str();
+    while (!want.empty() && std::isspace(static_cast<unsigned char>(want.back()))) want.pop_back();
+    while (!want.empty() && std::isspace(static_cast<unsigned char>(want.front()))) want.erase(0, 1);
+    if (want.empty()) {
+      result.report = "  expected_failure is empty: write the text the error must contain\n";
+      return result;
+    }
+    expected_failure = want;
+  }
+  if (expected_failure) {
+    if (st.ok()) {
+      result.report = "  expected the run to fail with \"" + *expected_failure + "\", but it succeeded\n";
+      return result;
+    }
+    if (st.message().find(*expected_failure) == std::string::npos) {
+      result.report = "  expected the run to fail with \"" + *expected_failure + "\", but it failed with: " +
+                      st.message() + "\n";
+      return result;
+    }
+    if (!fs::exists(case_dir / "expected")) {
+      result.passed = true;
+      return result;
+    }
+  } else if (!st.ok()) {
     result.report = "  the pipeline failed: " + st.message() + "\n";
     return result;
   }

@@ -7,15 +7,21 @@
 
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <string>
 
 #include "sql/catalog.h"
 
 namespace sluice {
 
-Result<std::unique_ptr<PipelineLock>> PipelineLock::Acquire(const std::string& database, bool exclusive) {
+Result<std::unique_ptr<PipelineLock>> PipelineLock::Acquire(const std::string& database, bool exclusive,
+                                                            const std::string& hint) {
   if (database == ":memory:" || database.empty()) return std::unique_ptr<PipelineLock>(new PipelineLock(-1));
-  std::string path = database + "-sluice.lock";
+  // The lock names the database's real path: the same file reached through
+  // a symbolic link or another relative path gets the same lock.
+  std::error_code ec;
+  std::filesystem::path real = std::filesystem::weakly_canonical(std::filesystem::absolute(database, ec), ec);
+  std::string path = (ec ? database : real.string()) + "-sluice.lock";
   int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   if (fd < 0) return Status::IoError("cannot open lock file " + path + ": " + std::strerror(errno));
   if (::flock(fd, (exclusive ? LOCK_EX : LOCK_SH) | LOCK_NB) != 0) {
@@ -24,9 +30,7 @@ Result<std::unique_ptr<PipelineLock>> PipelineLock::Acquire(const std::string& d
     ::close(fd);
     std::string who = n > 0 ? std::string(holder, static_cast<size_t>(n)) : "another process";
     while (!who.empty() && (who.back() == '\n' || who.back() == '\0')) who.pop_back();
-    return Status::Conflict("database " + database + " is in use by " + who +
-                            "; only one `assignment = all` process may run a pipeline (use assignment = group to share "
-                            "partitions between processes)");
+    return Status::Conflict("database " + database + " is in use by " + who + "; " + hint);
   }
   if (exclusive) {
     char host[128] = {0};

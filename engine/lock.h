@@ -16,7 +16,12 @@ namespace sluice {
 class PipelineLock {
  public:
   // Fails at once (never waits) with a message naming the holder.
-  static Result<std::unique_ptr<PipelineLock>> Acquire(const std::string& database, bool exclusive);
+  // `hint` ends the refusal: what the refused command should do instead.
+  static Result<std::unique_ptr<PipelineLock>> Acquire(const std::string& database, bool exclusive,
+                                                       const std::string& hint = kRunHint);
+  static constexpr const char* kRunHint =
+      "only one `assignment = all` process may run a pipeline (use assignment = group to share partitions between "
+      "processes)";
   ~PipelineLock();
   PipelineLock(const PipelineLock&) = delete;
   PipelineLock& operator=(const PipelineLock&) = delete;

@@ -12,7 +12,9 @@ namespace sluice {
 
 class Status {
  public:
-  enum class Code { kOk, kInvalidConfig, kInvalidInput, kSqlError, kIoError, kKafkaError, kConflict, kAborted };
+  enum class Code {
+    kOk, kInvalidConfig, kInvalidInput, kSqlError, kIoError, kKafkaError, kConflict, kAborted, kUnavailable, kDataLoss
+  };
 
   Status() = default;
   static Status Ok() { return Status(); }
@@ -25,8 +27,15 @@ class Status {
   static Status Conflict(std::string msg) { return Status(Code::kConflict, std::move(msg)); }
   // Work stopped on request (signal) before it finished.
   static Status Aborted(std::string msg) { return Status(Code::kAborted, std::move(msg)); }
+  // A transient condition worth retrying: the database is locked or busy,
+  // the brokers are unreachable, a request timed out.
+  static Status Unavailable(std::string msg) { return Status(Code::kUnavailable, std::move(msg)); }
+  // The log does not hold what the stored offsets say (deleted by retention,
+  // topic recreated, impossible stored offset): never retried.
+  static Status DataLoss(std::string msg) { return Status(Code::kDataLoss, std::move(msg)); }
 
   bool ok() const { return code_ == Code::kOk; }
+  bool transient() const { return code_ == Code::kUnavailable; }
   Code code() const { return code_; }
   const std::string& message() const { return message_; }
 

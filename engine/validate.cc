@@ -17,6 +17,12 @@ Status DryRunSteps(Database* db, const Pipeline& pipeline) {
   SLUICE_RETURN_IF_ERROR(LoadChangedSeeds(db, pipeline.seeds, nullptr));
   SLUICE_RETURN_IF_ERROR(db->Exec(std::string("DELETE FROM ") + QuoteIdentifier(StagingWriter::kTable)));
   for (const auto& step : pipeline.steps) SLUICE_RETURN_IF_ERROR(RunSqlFile(db, step));
+  // Checks run too (over the empty batch's results), so a broken one is
+  // found before anything is consumed; what they find here is not judged.
+  for (const auto& data_check : pipeline.checks) {
+    Result<CheckOutcome> outcome = RunCheckFile(db, data_check.file);
+    if (!outcome.ok()) return outcome.status();
+  }
   (*check)->Rollback();
   return Status::Ok();
 }

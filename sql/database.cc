@@ -63,11 +63,22 @@ void Statement::BindBlob(int index, std::string_view value, bool static_data) {
   sqlite3_bind_blob64(stmt_, index, value.data(), value.size(), static_data ? SQLITE_STATIC : SQLITE_TRANSIENT);
 }
 
+Status SqliteError(int rc, const std::string& message) {
+  // Locked or busy past the busy timeout: another connection holds the lock
+  // (an analyst's open transaction); worth retrying later.
+  int primary = rc & 0xff;
+  if (primary == SQLITE_BUSY || primary == SQLITE_LOCKED) {
+    return Status::Unavailable(message + " (another connection holds the database's write lock longer than "
+                               "[target] busy_timeout; an open transaction in a sqlite3 shell or a BI tool?)");
+  }
+  return Status::SqlError(message);
+}
+
 Result<bool> Statement::Step() {
   int rc = sqlite3_step(stmt_);
   if (rc == SQLITE_ROW) return true;
   if (rc == SQLITE_DONE) return false;
-  return Status::SqlError(sqlite3_errmsg(sqlite3_db_handle(stmt_)));
+  return SqliteError(rc, sqlite3_errmsg(sqlite3_db_handle(stmt_)));
 }
 
 Status Statement::Run() {
@@ -115,7 +126,14 @@ Result<std::unique_ptr<Database>> Database::Open(const std::string& path, const 
     return Status::IoError("cannot open database " + path + ": " + what);
   }
   std::unique_ptr<Database> database(new Database(db, path));
+  if (!in_memory) {
+    struct stat st;
+    if (::stat(path.c_str(), &st) == 0) database->identity_ = {static_cast<uint64_t>(st.st_dev), static_cast<uint64_t>(st.st_ino)};
+  }
   sqlite3_extended_result_codes(db, 1);
+  // Step SQL cannot weaken the database file (writable_schema, corrupting
+  // PRAGMAs, shadow-table writes).
+  sqlite3_db_config(db, SQLITE_DBCONFIG_DEFENSIVE, 1, nullptr);
   sqlite3_busy_timeout(db, options.busy_timeout_ms);
   // Step SQL must not load native code.
   sqlite3_db_config(db, SQLITE_DBCONFIG_ENABLE_LOAD_EXTENSION, 0, nullptr);
@@ -135,13 +153,44 @@ Result<std::unique_ptr<Database>> Database::Open(const std::string& path, const 
 
 Database::~Database() { sqlite3_close_v2(db_); }
 
+Status Database::CheckSameFile() const {
+  if (!identity_) return Status::Ok();
+  struct stat st;
+  if (::stat(path_.c_str(), &st) != 0) {
+    return Status::IoError("the database file " + path_ + " was deleted while sluice had it open (" +
+                           std::strerror(errno) + "); nothing more is committed into it");
+  }
+  if (static_cast<uint64_t>(st.st_dev) != identity_->first || static_cast<uint64_t>(st.st_ino) != identity_->second) {
+    return Status::IoError("the database file " + path_ +
+                           " was replaced while sluice had it open (another file now has its name); nothing more is "
+                           "committed into the old one");
+  }
+  return Status::Ok();
+}
+
+namespace {
+int ProgressHandler(void* opaque) {
+  auto* check = static_cast<std::function<bool()>*>(opaque);
+  return (*check)() ? 1 : 0;
+}
+}  // namespace
+
+void Database::SetInterruptCheck(std::function<bool()> check) {
+  interrupt_check_ = std::move(check);
+  if (interrupt_check_) {
+    sqlite3_progress_handler(db_, 4000, &ProgressHandler, &interrupt_check_);
+  } else {
+    sqlite3_progress_handler(db_, 0, nullptr, nullptr);
+  }
+}
+
 Status Database::Exec(const std::string& sql) {
   char* error = nullptr;
   int rc = sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, &error);
   if (rc != SQLITE_OK) {
     std::string what = error ? error : sqlite3_errstr(rc);
     sqlite3_free(error);
-    return Status::SqlError(what);
+    return SqliteError(sqlite3_extended_errcode(db_), what);
   }
   return Status::Ok();
 }
@@ -149,7 +198,7 @@ Status Database::Exec(const std::string& sql) {
 Result<Statement> Database::Prepare(const std::string& sql) {
   sqlite3_stmt* stmt = nullptr;
   int rc = sqlite3_prepare_v3(db_, sql.c_str(), static_cast<int>(sql.size()), SQLITE_PREPARE_PERSISTENT, &stmt, nullptr);
-  if (rc != SQLITE_OK) return Status::SqlError(sqlite3_errmsg(db_));
+  if (rc != SQLITE_OK) return SqliteError(rc, sqlite3_errmsg(db_));
   return Statement(stmt);
 }
 

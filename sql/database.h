@@ -6,6 +6,9 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <optional>
+#include <utility>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -70,6 +73,10 @@ struct DatabaseOptions {
   bool read_only = false;
 };
 
+// The Status for SQLite result code `rc`: Unavailable when the database is
+// busy or locked, SqlError otherwise.
+Status SqliteError(int rc, const std::string& message);
+
 class Database {
  public:
   // Opens (creating if needed) the database at `path` (":memory:" works).
@@ -91,10 +98,22 @@ class Database {
   sqlite3* handle() const { return db_; }
   const std::string& path() const { return path_; }
 
+  // Fails when `path()` no longer names the file that was opened (deleted,
+  // or replaced by another file): committing then would write into a file
+  // nobody can read. Ok for in-memory databases.
+  Status CheckSameFile() const;
+
+  // While set, a running statement is interrupted (SQLITE_INTERRUPT) as soon
+  // as `check` returns true; polled every few thousand virtual machine
+  // instructions. Pass nullptr to remove it.
+  void SetInterruptCheck(std::function<bool()> check);
+
  private:
   Database(sqlite3* db, std::string path) : db_(db), path_(std::move(path)) {}
   sqlite3* db_;
   std::string path_;
+  std::optional<std::pair<uint64_t, uint64_t>> identity_;  // device and inode at open
+  std::function<bool()> interrupt_check_;
 };
 
 // BEGIN IMMEDIATE on construction (so a batch never fails half-way on a lock

@@ -7,6 +7,7 @@
 #include <sqlite3.h>
 
 #include <algorithm>
+#include <cctype>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -30,9 +31,31 @@ bool Inside(const std::string& path, const std::string& root) {
   return mismatch.first == base.end();
 }
 
-int Authorize(void* context, int action, const char* arg1, const char*, const char*, const char*) {
+// Pragmas that change durability or locking: a step could otherwise weaken
+// the crash guarantee of every batch after it without a word.
+bool WeakensDurability(const std::string& pragma) {
+  static const char* const kDenied[] = {"synchronous", "journal_mode", "locking_mode", "fullfsync",
+                                        "checkpoint_fullfsync", "wal_autocheckpoint", "wal_checkpoint",
+                                        "writable_schema", "busy_timeout", "journal_size_limit", "query_only"};
+  std::string lower;
+  for (char c : pragma) lower += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  for (const char* denied : kDenied) {
+    if (lower == denied) return true;
+  }
+  return false;
+}
+
+int Authorize(void* context, int action, const char* arg1, const char* arg2, const char*, const char*) {
   auto* guard = static_cast<Guard*>(context);
   switch (action) {
+    case SQLITE_PRAGMA:
+      if (arg1 != nullptr && WeakensDurability(arg1) && (arg2 != nullptr || std::string(arg1) == "wal_checkpoint")) {
+        guard->refusal = std::string("PRAGMA ") + arg1 +
+                         " is not allowed in pipeline SQL: sluice sets durability and locking for every batch "
+                         "(WAL, synchronous = NORMAL, busy_timeout from [target]); remove it";
+        return SQLITE_DENY;
+      }
+      return SQLITE_OK;
     case SQLITE_TRANSACTION:
     case SQLITE_SAVEPOINT:
       guard->refusal =
@@ -40,6 +63,13 @@ int Authorize(void* context, int action, const char* arg1, const char*, const ch
           "transaction; remove them";
       return SQLITE_DENY;
     case SQLITE_ATTACH: {
+      if (arg1 == nullptr && !guard->file->attach_anywhere) {
+        // An expression ('/tmp/' || 'x.db') reaches the authorizer as NULL:
+        // where it points cannot be checked.
+        guard->refusal = "ATTACH needs a literal file name ('reference.db') so sluice can check that it is inside "
+                         "the pipeline directory";
+        return SQLITE_DENY;
+      }
       std::string target = arg1 ? arg1 : "";
       bool in_memory = target.empty() || target == ":memory:";
       if (!guard->file->attach_root.empty() &&
@@ -74,6 +104,36 @@ size_t SkipBlank(const std::string& text, size_t pos) {
     } else {
       break;
     }
+  }
+  return pos;
+}
+
+// Where in `text` (a statement starting at `pos`) the error SQLite just
+// reported lies: its own offset where it gives one, else the first mention of
+// the name a "no such table/column/function" message quotes, else `pos`.
+size_t ErrorPosition(sqlite3* handle, const std::string& text, size_t pos) {
+  int error_offset = sqlite3_error_offset(handle);
+  if (error_offset >= 0) return pos + static_cast<size_t>(error_offset);
+  std::string message = sqlite3_errmsg(handle);
+  for (const char* prefix : {"no such table: ", "no such column: ", "no such function: ", "no such collation sequence: "}) {
+    if (message.rfind(prefix, 0) != 0) continue;
+    std::string name = message.substr(std::string(prefix).size());
+    size_t dot = name.rfind('.');
+    if (dot != std::string::npos) name = name.substr(dot + 1);
+    if (name.empty()) break;
+    auto lower = [](std::string value) {
+      for (char& c : value) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      return value;
+    };
+    std::string haystack = lower(text.substr(pos));
+    std::string needle = lower(name);
+    for (size_t at = haystack.find(needle); at != std::string::npos; at = haystack.find(needle, at + 1)) {
+      bool starts = at == 0 || !(std::isalnum(static_cast<unsigned char>(haystack[at - 1])) || haystack[at - 1] == '_');
+      size_t end = at + needle.size();
+      bool ends = end >= haystack.size() || !(std::isalnum(static_cast<unsigned char>(haystack[end])) || haystack[end] == '_');
+      if (starts && ends) return pos + at;
+    }
+    break;
   }
   return pos;
 }
@@ -126,8 +186,7 @@ Status RunSqlFile(Database* db, const SqlFile& file) {
     int rc = sqlite3_prepare_v2(handle, start, static_cast<int>(text.size() - pos), &raw, &tail);
     Statement stmt(raw);
     if (rc != SQLITE_OK) {
-      int error_offset = sqlite3_error_offset(handle);
-      size_t at = error_offset >= 0 ? pos + static_cast<size_t>(error_offset) : pos;
+      size_t at = ErrorPosition(handle, text, pos);
       std::string what = guard.refusal.empty() ? sqlite3_errmsg(handle) : guard.refusal;
       return Status::SqlError(file.display + ":" + std::to_string(LineAt(text, at)) + ": " + what);
     }
@@ -141,6 +200,54 @@ Status RunSqlFile(Database* db, const SqlFile& file) {
     if (next <= pos) return Status::Ok();
     pos = next;
   }
+}
+
+Result<CheckOutcome> RunCheckFile(Database* db, const SqlFile& file, size_t sample_rows) {
+  sqlite3* handle = db->handle();
+  Guard guard{&file, ""};
+  sqlite3_set_authorizer(handle, &Authorize, &guard);
+  struct Unset {
+    sqlite3* handle;
+    ~Unset() { sqlite3_set_authorizer(handle, nullptr, nullptr); }
+  } unset{handle};
+  const std::string& text = file.text;
+  size_t pos = SkipBlank(text, 0);
+  auto where = [&](size_t at) { return file.display + ":" + std::to_string(LineAt(text, at)) + ": "; };
+  if (pos >= text.size()) return Status::SqlError(where(0) + "a check holds one query (SELECT the rows that break it)");
+  sqlite3_stmt* raw = nullptr;
+  const char* tail = nullptr;
+  int rc = sqlite3_prepare_v2(handle, text.c_str() + pos, static_cast<int>(text.size() - pos), &raw, &tail);
+  Statement stmt(raw);
+  if (rc != SQLITE_OK) {
+    size_t at = ErrorPosition(handle, text, pos);
+    return Status::SqlError(where(at) + (guard.refusal.empty() ? sqlite3_errmsg(handle) : guard.refusal));
+  }
+  size_t next = tail ? static_cast<size_t>(tail - text.c_str()) : text.size();
+  if (SkipBlank(text, next) < text.size()) {
+    return Status::SqlError(where(next) + "a check holds exactly one query; put further checks in files of their own");
+  }
+  if (raw == nullptr || !sqlite3_stmt_readonly(raw) || sqlite3_column_count(raw) == 0) {
+    return Status::SqlError(where(pos) + "a check is one read-only query that returns the rows breaking it "
+                                         "(SELECT ...); it may not change anything");
+  }
+  CheckOutcome outcome;
+  while (true) {
+    Result<bool> row = stmt.Step();
+    if (!row.ok()) return Status::SqlError(where(pos) + row.status().message());
+    if (!*row) break;
+    if (outcome.sample.size() < sample_rows) {
+      std::string line;
+      for (int column = 0; column < sqlite3_column_count(raw); ++column) {
+        const char* name = sqlite3_column_name(raw, column);
+        const unsigned char* value = sqlite3_column_text(raw, column);
+        line += (column ? ", " : "") + std::string(name ? name : "?") + "=" +
+                (value ? std::string(reinterpret_cast<const char*>(value)) : std::string("NULL"));
+      }
+      outcome.sample.push_back(line);
+    }
+    ++outcome.rows;
+  }
+  return outcome;
 }
 
 }  // namespace sluice

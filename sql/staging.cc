@@ -10,6 +10,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <algorithm>
+#include <cctype>
+#include <map>
 #include <set>
 
 namespace sluice {
@@ -374,9 +376,49 @@ std::string BatchViewDdl(const std::vector<ColumnSpec>& columns, const std::stri
   return ddl;
 }
 
+namespace {
+
+// The declared type of a staging column for `column`.
+std::string StagingAffinity(const ColumnSpec& column) {
+  return column.type == ColumnType::kBoolean ? "INTEGER"
+         : column.type == ColumnType::kJson  ? "TEXT"
+                                             : ColumnTypeName(column.type);
+}
+
+// A message is quarantined at most once per (pipeline, topic, partition,
+// offset): databases from before keep their newest row of each, and their
+// rows become this pipeline's.
+Status MigrateQuarantine(Database* db, const std::string& pipeline) {
+  if (!db->TableExists("_sluice_quarantine")) return Status::Ok();
+  Result<int64_t> has_pipeline =
+      db->QueryInt("SELECT count(*) FROM pragma_table_info('_sluice_quarantine') WHERE name = 'pipeline'");
+  if (!has_pipeline.ok()) return has_pipeline.status();
+  if (*has_pipeline == 0) {
+    SLUICE_RETURN_IF_ERROR(db->Exec("ALTER TABLE _sluice_quarantine ADD COLUMN pipeline TEXT NOT NULL DEFAULT ''"));
+    Result<Statement> assign = db->Prepare("UPDATE _sluice_quarantine SET pipeline = ?");
+    if (!assign.ok()) return assign.status();
+    assign->BindText(1, pipeline);
+    SLUICE_RETURN_IF_ERROR(assign->Run());
+  }
+  Result<int64_t> has_index = db->QueryInt(
+      "SELECT count(*) FROM sqlite_schema WHERE type = 'index' AND name = '_sluice_quarantine_message'");
+  if (!has_index.ok()) return has_index.status();
+  if (*has_index > 0) return Status::Ok();
+  return db->Exec(
+      "UPDATE _sluice_quarantine SET pipeline = '' WHERE pipeline IS NULL; "
+      "DELETE FROM _sluice_quarantine WHERE rowid NOT IN (SELECT max(rowid) FROM _sluice_quarantine "
+      "GROUP BY pipeline, topic, \"partition\", \"offset\"); "
+      "CREATE UNIQUE INDEX _sluice_quarantine_message ON _sluice_quarantine(pipeline, topic, \"partition\", "
+      "\"offset\");");
+}
+
+}  // namespace
+
 Result<std::unique_ptr<StagingWriter>> StagingWriter::Create(Database* db, std::vector<ColumnSpec> columns,
-                                                           std::chrono::milliseconds retention) {
+                                                           std::chrono::milliseconds retention, std::string pipeline) {
   bool keep_history = retention.count() > 0;
+  Status migrated = MigrateQuarantine(db, pipeline);
+  if (!migrated.ok()) return migrated.WithContext("cannot migrate _sluice_quarantine");
   std::string ddl;
   if (!keep_history || !db->TableExists(kTable)) {
     // Nothing worth keeping: start from the declared shape.
@@ -385,19 +427,59 @@ Result<std::unique_ptr<StagingWriter>> StagingWriter::Create(Database* db, std::
   } else {
     // Keep past batches: add columns declared since (old ones stay, NULL
     // for new rows).
-    Result<Statement> info = db->Prepare(std::string("SELECT name FROM pragma_table_info('") + kTable + "')");
+    Result<Statement> info = db->Prepare(std::string("SELECT name, type FROM pragma_table_info('") + kTable + "')");
     if (!info.ok()) return info.status();
-    std::set<std::string> existing;
+    std::vector<std::pair<std::string, std::string>> existing;  // in table order
+    std::map<std::string, std::string> types;
     while (true) {
       Result<bool> row = info->Step();
       if (!row.ok()) return row.status();
       if (!*row) break;
-      existing.insert(info->ColumnText(0));
+      existing.emplace_back(info->ColumnText(0), info->ColumnText(1));
+      types[info->ColumnText(0)] = Upper(info->ColumnText(1));
+    }
+    bool retyped = false;
+    for (const auto& column : columns) {
+      auto found = types.find(column.name);
+      if (found != types.end() && found->second != StagingAffinity(column)) retyped = true;
     }
     ddl = "DROP VIEW IF EXISTS " + QuoteIdentifier(kView) + ";";
-    for (const auto& column : columns) {
-      if (!existing.count(column.name)) {
-        ddl += " ALTER TABLE " + QuoteIdentifier(kTable) + " ADD COLUMN " + QuoteIdentifier(column.name) + ";";
+    if (retyped) {
+      // A column's declared type changed: a table kept with the old type
+      // would convert new values by the old affinity ("0042" declared TEXT
+      // staged as 42). Rebuild it with the declared types, keeping past
+      // batches (their values take the new types) and the columns no longer
+      // declared.
+      std::string old_table = std::string(kTable) + "_retyped";
+      std::set<std::string> declared;
+      for (const auto& column : columns) declared.insert(column.name);
+      ddl += " DROP TABLE IF EXISTS " + QuoteIdentifier(old_table) + "; ALTER TABLE " + QuoteIdentifier(kTable) +
+             " RENAME TO " + QuoteIdentifier(old_table) + "; " + StagingTableDdl(columns, kTable) + ";";
+      std::set<std::string> fresh;
+      {
+        // Names the new table has.
+        for (const auto& column : columns) fresh.insert(column.name);
+        for (const char* name : {"_kafka_topic", "_kafka_partition", "_kafka_offset", "_kafka_timestamp",
+                                 "_kafka_key", "_kafka_value", "_sluice_run_id"}) {
+          fresh.insert(name);
+        }
+      }
+      std::string copied;
+      for (const auto& [name, type] : existing) {
+        if (!fresh.count(name)) {
+          ddl += " ALTER TABLE " + QuoteIdentifier(kTable) + " ADD COLUMN " + QuoteIdentifier(name) +
+                 (type.empty() ? "" : " " + type) + ";";
+        }
+        copied += (copied.empty() ? "" : ", ") + QuoteIdentifier(name);
+      }
+      ddl += " INSERT INTO " + QuoteIdentifier(kTable) + " (" + copied + ") SELECT " + copied + " FROM " +
+             QuoteIdentifier(old_table) + "; DROP TABLE " + QuoteIdentifier(old_table) + ";";
+    } else {
+      for (const auto& column : columns) {
+        if (!types.count(column.name)) {
+          ddl += " ALTER TABLE " + QuoteIdentifier(kTable) + " ADD COLUMN " + QuoteIdentifier(column.name) + " " +
+                 StagingAffinity(column) + ";";
+        }
       }
     }
   }
@@ -410,6 +492,7 @@ Result<std::unique_ptr<StagingWriter>> StagingWriter::Create(Database* db, std::
   if (!st.ok()) return st.WithContext("cannot create the staging table");
   std::unique_ptr<StagingWriter> writer(new StagingWriter(db, std::move(columns)));
   writer->retention_ = retention;
+  writer->pipeline_ = std::move(pipeline);
   std::string names, placeholders;
   for (const auto& column : writer->parser_.columns()) {
     names += QuoteIdentifier(column.name) + ", ";
@@ -420,9 +503,14 @@ Result<std::unique_ptr<StagingWriter>> StagingWriter::Create(Database* db, std::
   Result<Statement> insert =
       db->Prepare("INSERT INTO " + QuoteIdentifier(kTable) + " (" + names + ") VALUES (" + placeholders + ")");
   if (!insert.ok()) return insert.status();
+  // Once per message: quarantined again (a reset, a rerun), its row takes
+  // the latest reason and run.
   Result<Statement> quarantine = db->Prepare(
       "INSERT INTO _sluice_quarantine(topic, \"partition\", \"offset\", \"timestamp\", key, value, error, run_id, "
-      "quarantined_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, strftime('%Y-%m-%dT%H:%M:%fZ','now'))");
+      "quarantined_at, pipeline) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, strftime('%Y-%m-%dT%H:%M:%fZ','now'), ?9) "
+      "ON CONFLICT(pipeline, topic, \"partition\", \"offset\") DO UPDATE SET \"timestamp\" = excluded.\"timestamp\", "
+      "key = excluded.key, value = excluded.value, error = excluded.error, run_id = excluded.run_id, "
+      "quarantined_at = excluded.quarantined_at");
   if (!quarantine.ok()) return quarantine.status();
   // Without history, every batch starts from an empty table; with it, only
   // the batches of runs older than the retention go.
@@ -492,12 +580,13 @@ void BindMetadata(Statement* stmt, int first, const Message& message, bool value
 
 Status StagingWriter::Write(const Message& message, int64_t run_id, StageCounts* counts) {
   auto parse_start = std::chrono::steady_clock::now();
-  Status parsed = parser_.Parse(message.value);
+  Status parsed = message.envelope_error ? Status::InvalidInput(*message.envelope_error) : parser_.Parse(message.value);
   counts->parse_ms += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - parse_start).count();
   if (!parsed.ok()) {
     BindMetadata(&quarantine_, 1, message, false);
     quarantine_.BindText(7, parsed.message());
     quarantine_.BindInt(8, run_id);
+    quarantine_.BindText(9, pipeline_);
     Status st = quarantine_.Run();
     quarantine_.Reset();
     if (!st.ok()) return st.WithContext("cannot write to _sluice_quarantine");

@@ -91,8 +91,13 @@ class StagingWriter {
   // zero `retention` the table holds only the last batch and is recreated;
   // otherwise past batches stay for inspection for `retention` (columns
   // declared since are added) and `batch` shows only the run in progress.
+  // A column whose declared type changed rebuilds the table (past batches
+  // kept). `pipeline` (the consumer group) keys _sluice_quarantine rows: a
+  // message is quarantined at most once per (pipeline, topic, partition,
+  // offset), the latest reason winning.
   static Result<std::unique_ptr<StagingWriter>> Create(Database* db, std::vector<ColumnSpec> columns,
-                                                      std::chrono::milliseconds retention = {});
+                                                      std::chrono::milliseconds retention = {},
+                                                      std::string pipeline = {});
 
   // Removes what the next batch must not see: everything without history,
   // else the batches older than the retention. Call inside the batch
@@ -109,6 +114,7 @@ class StagingWriter {
   Statement quarantine_;
   Statement clear_;
   std::chrono::milliseconds retention_{0};
+  std::string pipeline_;
 };
 
 // The CREATE TABLE statement of the staging table for `columns` (also used by

@@ -309,7 +309,7 @@ TEST(Config, KeyBeforeAnySectionNamesItsLine) {
 
 TEST(Config, SeveralErrorsAreReportedTogether) {
   EXPECT_EQ(ErrorOf("[source]\nstart = oldest\n[batch]\nmax_messages = 0\n"),
-            "pipeline.conf:2: [source] start: 'oldest' is not one of: earliest, latest\n"
+            "pipeline.conf:2: [source] start: 'oldest' is not one of: earliest, latest, group\n"
             "pipeline.conf:4: [batch] max_messages: '0' is not a whole number between 1 and 10000000\n"
             "pipeline.conf: [source] topic: is required: the topic (or comma-separated topics) to read");
 }

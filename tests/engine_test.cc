@@ -182,7 +182,7 @@ TEST(Engine, SecondRunReadsNothingTwice) {
   EXPECT_EQ(Query(db, "SELECT next_offset FROM _sluice_offsets"), (Rows{"7"}));
 }
 
-TEST(Engine, NewConsumerGroupResumesFromStoredOffsets) {
+TEST(Engine, OffsetsBelongToTheGroupSoANewGroupIsANewPipeline) {
   auto broker = testing::StartBroker("events", 1);
   ASSERT_NE(broker, nullptr);
   TempDir dir;
@@ -194,17 +194,19 @@ TEST(Engine, NewConsumerGroupResumesFromStoredOffsets) {
   ASSERT_TRUE(st.ok()) << st.message();
   ASSERT_EQ(QueryOne(db, "SELECT count(*) FROM events"), "3");
 
-  // A group that has never committed anything, with start = earliest: only
-  // _sluice_offsets can keep it from starting over.
+  // Offsets belong to the pipeline, identified by its group: a new group is
+  // a new pipeline, which starts where `start` says (earliest) and keeps its
+  // own offsets beside the first one's (sluice warns at start).
   std::string conf = files.conf;
   ASSERT_TRUE(testing::ReplaceFirst(&conf, "group = test-group", "group = a-brand-new-group"));
   WriteFile(dir / "pipeline.conf", conf);
   ProduceValues(broker->bootstrap(), "events", IdAmountValues("b", 0, 2));
   st = RunPipeline(dir.path());
   ASSERT_TRUE(st.ok()) << st.message();
-  EXPECT_EQ(Query(db, "SELECT id FROM events ORDER BY off"), (Rows{"a0", "a1", "a2", "b0", "b1"}));
-  EXPECT_EQ(Query(db, "SELECT status, messages FROM _sluice_runs ORDER BY run_id"), (Rows{"ok|3", "ok|2"}));
-  EXPECT_EQ(Query(db, "SELECT next_offset FROM _sluice_offsets"), (Rows{"5"}));
+  EXPECT_EQ(Query(db, "SELECT id FROM events ORDER BY off, rowid"), (Rows{"a0", "a0", "a1", "a1", "a2", "a2", "b0", "b1"}));
+  EXPECT_EQ(Query(db, "SELECT status, messages FROM _sluice_runs ORDER BY run_id"), (Rows{"ok|3", "ok|5"}));
+  EXPECT_EQ(Query(db, "SELECT pipeline, next_offset FROM _sluice_offsets ORDER BY 1"),
+            (Rows{"a-brand-new-group|5", "test-group|3"}));
 }
 
 TEST(Engine, UpsertKeepsNewestEventWhenOlderArrivesLater) {

@@ -302,5 +302,34 @@ TEST_F(SqlFileTest, MergeErrorNamesFileAndTheStatementsLine) {
   EXPECT_NE(message.find("unique index"), std::string::npos) << message;
 }
 
+TEST_F(SqlFileTest, PragmasThatWeakenDurabilityAreRefused) {
+  for (const char* pragma : {"PRAGMA synchronous=OFF;", "PRAGMA journal_mode=DELETE;", "pragma Locking_Mode = EXCLUSIVE;",
+                             "PRAGMA main.synchronous = 0;", "PRAGMA wal_checkpoint;", "PRAGMA writable_schema=ON;"}) {
+    std::string message = Error(pragma);
+    EXPECT_NE(message.find("is not allowed in pipeline SQL"), std::string::npos) << pragma << ": " << message;
+  }
+  // Reading is fine, and so are pragmas that change nothing durable.
+  EXPECT_TRUE(Run("PRAGMA journal_mode; PRAGMA synchronous; PRAGMA foreign_keys = ON;").ok());
+}
+
+TEST_F(SqlFileTest, AttachWithAComputedFileNameIsRefused) {
+  TempDir dir;
+  SqlFile file{dir / "steps/x.sql", "steps/x.sql", "ATTACH '/tmp/' || 'sluice-elsewhere.db' AS other;"};
+  file.attach_root = dir.path();
+  Status st = RunSqlFile(db_.get(), file);
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("ATTACH needs a literal file name"), std::string::npos) << st.message();
+  EXPECT_FALSE(fs::exists("/tmp/sluice-elsewhere.db"));
+}
+
+TEST_F(SqlFileTest, MissingTableIsReportedAtTheLineThatNamesIt) {
+  ASSERT_TRUE(Run("CREATE TABLE orders(id TEXT, product TEXT);").ok());
+  std::string text = "SELECT o.id,\n";
+  for (int line = 2; line <= 21; ++line) text += "  o.product AS c" + std::to_string(line) + ",\n";
+  text += "  1\nFROM orders AS o\nJOIN prodcts AS p ON p.id = o.product;\n";
+  std::string message = Error(text);
+  EXPECT_EQ(message, "steps/x.sql:24: no such table: prodcts");
+}
+
 }  // namespace
 }  // namespace sluice

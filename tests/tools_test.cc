@@ -968,7 +968,7 @@ TEST(Progress, NoProgressBarWhenStderrIsNotATerminal) {
   int code = RunSluice(
       {"run", dir.path(), "--brokers", broker->bootstrap(), "--until-caught-up", "--max-messages", "2"}, &output);
   ASSERT_EQ(code, 0) << output;
-  EXPECT_TRUE(Contains(output, "run 3: pulled 1 messages")) << output;
+  EXPECT_TRUE(Contains(output, "run 3: pulled 1 message ")) << output;
   EXPECT_EQ(output.find('\r'), std::string::npos) << output;
   EXPECT_FALSE(Contains(output, "msg/s")) << output;
 }

@@ -18,10 +18,17 @@ with events as (
     upper(trim(currency))                   as currency,
     nullif(lower(trim(status)), '')         as status,
     event_time,
-    _kafka_timestamp,
+    -- The version's time is the broker timestamp, with two exceptions an
+    -- analyst can defend: a message without one (NULL: old producers, some
+    -- proxies) counts as produced now, so it is the newest version of its
+    -- order so far (its offset is later than every version already read);
+    -- a timestamp in the future counts as now too, so one bad producer
+    -- clock (year 9999) cannot pin an order against every later event.
+    min(coalesce(_kafka_timestamp, now_ms.value), now_ms.value) as _kafka_timestamp,
     _kafka_partition,
     _kafka_offset
-  from batch
+  from batch,
+       (select cast(round((julianday('now') - 2440587.5) * 86400000) as integer) as value) as now_ms
   where order_id is not null and _kafka_value is not null
 ),
 latest as (
