@@ -137,6 +137,18 @@ std::string KafkaSource::Describe() const {
 
 Status KafkaSource::Open(const StoredOffsetLookup& stored) {
   stored_lookup_ = stored;
+  for (const auto& [key, value] : options_.properties) {
+    std::string upper = value;
+    for (char& c : upper) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+    if ((key == "sasl.mechanism" || key == "sasl.mechanisms") && upper.find("SCRAM") != std::string::npos &&
+        rd_kafka_version() < 0x020601ff) {
+      spdlog::warn("librdkafka {} cannot authenticate with SCRAM to Apache Kafka 4.0 or later (its client nonce is "
+                   "refused; fixed in librdkafka 2.6.1): against such brokers use SASL/PLAIN over TLS, or a newer "
+                   "librdkafka",
+                   rd_kafka_version_str());
+    }
+  }
+
   SLUICE_RETURN_IF_ERROR(Connect());
   return OpenRest();
 }

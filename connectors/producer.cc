@@ -6,6 +6,7 @@
 #include <rapidjson/document.h>
 #include <rapidjson/writer.h>
 
+#include <algorithm>
 #include <cctype>
 #include <cstdio>
 #include <ctime>
@@ -66,7 +67,11 @@ class Publisher {
   Status Finish(int timeout_ms) {
     rd_kafka_resp_err_t err = rd_kafka_flush(rk_, timeout_ms);
     rd_kafka_poll(rk_, 0);
-    if (err) return Status::KafkaError(std::string("not every message was acknowledged: ") + rd_kafka_err2str(err));
+    if (err) {
+      return Status::KafkaError(std::string("not every message was acknowledged: ") + rd_kafka_err2str(err) +
+                                " (is the broker reachable at --brokers? `sluice broker` prints its address on the "
+                                "first line of its output, and the address changes at every start)");
+    }
     if (report_->failed > 0) {
       return Status::KafkaError(std::to_string(report_->failed) + " messages were not delivered: " + report_->first_error);
     }
@@ -97,23 +102,46 @@ std::optional<std::string> FieldText(const rapidjson::Document& doc, const std::
   return std::string(buffer.GetString(), buffer.GetSize());
 }
 
-// Fills the key and timestamp of `message` from its JSON line.
-void ApplyFields(const ProducerOptions& options, const std::string& line, OutgoingMessage* message) {
-  if (!options.key_field && !options.timestamp_field) return;
+// Fills the key and timestamp of `message` from its JSON line. A timestamp
+// field that is there but is not a time is an error: the message would get
+// the produce time instead, silently.
+Status ApplyFields(const ProducerOptions& options, const std::string& line, OutgoingMessage* message,
+                   ProduceReport* report) {
+  if (!options.key_field && !options.timestamp_field) return Status::Ok();
   rapidjson::Document doc;
   doc.Parse(line.data(), line.size());
-  if (doc.HasParseError() || !doc.IsObject()) return;
-  if (options.key_field) message->key = FieldText(doc, *options.key_field);
+  if (doc.HasParseError() || !doc.IsObject()) {
+    if (options.key_field) ++report->missing_key;
+    return Status::Ok();
+  }
+  if (options.key_field) {
+    message->key = FieldText(doc, *options.key_field);
+    if (!message->key) ++report->missing_key;
+  }
   if (options.timestamp_field) {
     auto member = doc.FindMember(options.timestamp_field->c_str());
-    if (member == doc.MemberEnd()) return;
+    if (member == doc.MemberEnd() || member->value.IsNull()) {
+      ++report->missing_timestamp;
+      return Status::Ok();
+    }
     if (member->value.IsInt64() && member->value.GetInt64() > 0) {
       message->timestamp = member->value.GetInt64();
-    } else if (member->value.IsString()) {
-      std::optional<int64_t> ms = ParseIsoMillis(member->value.GetString());
-      if (ms && *ms > 0) message->timestamp = *ms;
+      return Status::Ok();
     }
+    std::optional<int64_t> ms;
+    if (member->value.IsString()) ms = ParseIsoMillis(member->value.GetString());
+    if (!ms || *ms <= 0) {
+      rapidjson::StringBuffer buffer;
+      rapidjson::Writer<rapidjson::StringBuffer> writer(buffer);
+      member->value.Accept(writer);
+      return Status::InvalidInput("line " + std::to_string(report->lines + 1) + ": " + *options.timestamp_field + " = " +
+                                  std::string(buffer.GetString(), buffer.GetSize()) +
+                                  " is not a time (ISO-8601 such as 2026-11-21T08:34:19.706Z, or epoch milliseconds); "
+                                  "the lines before it were sent, nothing after");
+    }
+    message->timestamp = *ms;
   }
+  return Status::Ok();
 }
 
 }  // namespace
@@ -137,17 +165,26 @@ std::optional<int64_t> ParseIsoMillis(const std::string& text) {
     }
     rest = rest.substr(digits);
   }
+  // The zone: Z, nothing (UTC), or +HH:MM / +HHMM / +HH, exactly.
   int64_t offset_minutes = 0;
   if (rest == "Z" || rest == "z" || rest.empty()) {
     offset_minutes = 0;
-  } else if ((rest[0] == '+' || rest[0] == '-') && rest.size() >= 3) {
-    int zone_hours = 0, zone_minutes = 0;
-    if (std::sscanf(rest.c_str() + 1, "%2d:%2d", &zone_hours, &zone_minutes) < 1 &&
-        std::sscanf(rest.c_str() + 1, "%2d%2d", &zone_hours, &zone_minutes) < 1) {
+  } else if (rest[0] == '+' || rest[0] == '-') {
+    std::string zone = rest.substr(1);
+    if (zone.size() == 5 && zone[2] == ':') zone.erase(2, 1);
+    if ((zone.size() != 2 && zone.size() != 4) ||
+        !std::all_of(zone.begin(), zone.end(), [](char c) { return std::isdigit(static_cast<unsigned char>(c)); })) {
       return std::nullopt;
     }
+    int zone_hours = std::stoi(zone.substr(0, 2));
+    int zone_minutes = zone.size() == 4 ? std::stoi(zone.substr(2, 2)) : 0;
+    if (zone_hours > 23 || zone_minutes > 59) return std::nullopt;
     offset_minutes = (rest[0] == '-' ? -1 : 1) * (zone_hours * 60 + zone_minutes);
   } else {
+    return std::nullopt;
+  }
+  if (month < 1 || month > 12 || day < 1 || day > 31 || hour > 23 || minute > 59 || second > 59 || hour < 0 ||
+      minute < 0 || second < 0) {
     return std::nullopt;
   }
   std::tm tm{};
@@ -157,7 +194,12 @@ std::optional<int64_t> ParseIsoMillis(const std::string& text) {
   tm.tm_hour = hour;
   tm.tm_min = minute;
   tm.tm_sec = second;
-  int64_t seconds = static_cast<int64_t>(timegm(&tm)) - offset_minutes * 60;
+  std::time_t local = timegm(&tm);
+  // timegm normalises 2026-02-30 to March 2: such a date does not exist.
+  std::tm check{};
+  gmtime_r(&local, &check);
+  if (check.tm_mday != day || check.tm_mon != month - 1) return std::nullopt;
+  int64_t seconds = static_cast<int64_t>(local) - offset_minutes * 60;
   return seconds * 1000 + millis;
 }
 
@@ -171,7 +213,12 @@ Status ProduceLines(const ProducerOptions& options, std::istream& in, ProduceRep
     if (line.find_first_not_of(" \t") == std::string::npos) continue;
     OutgoingMessage message;
     message.value = line;
-    ApplyFields(options, line, &message);
+    Status fields = ApplyFields(options, line, &message, report);
+    if (!fields.ok()) {
+      Status flushed = (*publisher)->Finish(60000);
+      (void)flushed;
+      return fields;
+    }
     if (options.partition) message.partition = *options.partition;
     SLUICE_RETURN_IF_ERROR((*publisher)->Send(options.topic, message));
     ++report->lines;

@@ -35,6 +35,8 @@ struct ProduceReport {
   int64_t delivered = 0;  // acknowledged by the broker
   int64_t failed = 0;     // reported as failed
   std::string first_error;
+  int64_t missing_key = 0;        // lines without --key-field (sent without a key)
+  int64_t missing_timestamp = 0;  // lines without --timestamp-field (sent with the produce time)
 };
 
 // Publishes every non-empty line of `in`. Returns an error when the producer

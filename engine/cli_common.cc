@@ -5,6 +5,7 @@
 #include <sqlite3.h>
 
 #include <csignal>
+#include <filesystem>
 
 #include "engine/cli.h"
 
@@ -68,6 +69,15 @@ po::variables_map ParseWithDir(const std::vector<std::string>& args, const po::o
   po::variables_map vm;
   po::store(po::command_line_parser(args).options(all).positional(positional).run(), vm);
   po::notify(vm);
+  // `sluice validate orders/pipeline.conf` means the directory that holds it.
+  if (vm.count("dir")) {
+    std::filesystem::path given = vm["dir"].as<std::string>();
+    std::error_code ec;
+    if (given.filename() == "pipeline.conf" && std::filesystem::is_regular_file(given, ec)) {
+      std::string parent = given.parent_path().empty() ? "." : given.parent_path().string();
+      vm.at("dir").value() = parent;
+    }
+  }
   return vm;
 }
 

@@ -3,6 +3,8 @@
 #include <spdlog/spdlog.h>
 
 #include <boost/program_options.hpp>
+#include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -133,6 +135,18 @@ int CommandProduce(const std::vector<std::string>& args) {
   ProduceReport report;
   Status st = ProduceLines(producer, in, &report);
   std::cerr << "delivered " << report.delivered << " of " << report.lines << " messages to " << producer.topic << "\n";
+  if (producer.key_field && report.missing_key > 0) {
+    spdlog::warn("{} of {} lines have no field '{}': they were sent without a key", report.missing_key, report.lines,
+                 *producer.key_field);
+  }
+  if (producer.timestamp_field && report.missing_timestamp > 0) {
+    spdlog::warn("{} of {} lines have no field '{}': they were sent with the time of producing", report.missing_timestamp,
+                 report.lines, *producer.timestamp_field);
+  }
+  if (st.ok() && producer.key_field && report.lines > 0 && report.missing_key == report.lines) {
+    spdlog::error("no line has the field '{}' given by --key-field (a typo?)", *producer.key_field);
+    return kExitFailure;
+  }
   if (!st.ok()) {
     spdlog::error("{}", st.message());
     return kExitFailure;
@@ -141,6 +155,18 @@ int CommandProduce(const std::vector<std::string>& args) {
 }
 
 namespace {
+
+// `word` as the shell reads it back: quoted when it holds anything but
+// letters, digits and -_./
+std::string ShellWord(const std::string& word) {
+  bool plain = !word.empty() && std::all_of(word.begin(), word.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.' || c == '/';
+  });
+  if (plain) return word;
+  std::string quoted = "'";
+  for (char c : word) quoted += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return quoted + "'";
+}
 
 struct ScaffoldFile {
   const char* path;
@@ -275,7 +301,8 @@ int CommandInit(const std::vector<std::string>& args) {
     }
   }
   std::cout << "created " << dir.string() << "\n"
-            << "next: sluice validate " << dir.string() << " && sluice test " << dir.string() << "\n";
+            << "next: sluice validate " << ShellWord(dir.string()) << " && sluice test " << ShellWord(dir.string())
+            << "\n";
   return kExitOk;
 }
 

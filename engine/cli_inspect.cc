@@ -114,8 +114,16 @@ int CommandStatus(const std::vector<std::string>& args) {
   }
   KafkaSourceOptions source_options = pipeline->config.source;
   source_options.connect_timeout = std::min(source_options.connect_timeout, std::chrono::milliseconds(10000));
-  KafkaSource kafka(source_options);
-  Result<std::vector<PartitionState>> states = kafka.Inspect();
+  // A database fed only by `run --from-file` has nothing to compare with a
+  // broker: do not wait for one.
+  bool kafka_fed = stored->empty();
+  for (const auto& [tp, offset] : *stored) {
+    const auto& topics = source_options.topics;
+    if (std::find(topics.begin(), topics.end(), tp.first) != topics.end()) kafka_fed = true;
+  }
+  Result<std::vector<PartitionState>> states =
+      kafka_fed ? KafkaSource(source_options).Inspect()
+                : Result<std::vector<PartitionState>>(Status::Unavailable("only file inputs stored; brokers not asked"));
   std::string kafka_error = states.ok() ? "" : states.status().message();
 
   struct Row {
@@ -298,6 +306,10 @@ int CommandQuarantine(const std::vector<std::string>& args) {
       ("verbose,v", "log the replay batch");
   po::variables_map vm = ParseWithDir(args, options, true);
   std::string action = vm.count("action") ? vm["action"].as<std::string>() : "";
+  if (!vm.count("help") && vm.count("dir") && !action.empty() && action != "list" && action != "replay") {
+    std::cerr << "sluice quarantine: unknown action '" << action << "': use list or replay\n";
+    return kExitUsage;
+  }
   if (vm.count("help") || !vm.count("dir") || (action != "list" && action != "replay")) {
     std::cout << "usage: sluice quarantine DIR list|replay [--db PATH]\n\n"
                  "list    quarantined messages grouped by reason, with their partitions and offsets\n"
@@ -424,6 +436,12 @@ int CommandCompact(const std::vector<std::string>& args) {
     return kExitFailure;
   }
   const std::string& path = pipeline->config.database;
+  // Nothing to compact: say so before taking the lock (which would leave a
+  // lock file beside a database that does not exist).
+  if (path != ":memory:" && !std::filesystem::exists(path)) {
+    std::cerr << "no database at " << path << " (nothing has run yet); nothing to compact\n";
+    return kExitFailure;
+  }
   auto lock = PipelineLock::Acquire(path, true,
                                     "compact needs the database to itself: stop that `sluice run` first (it resumes "
                                     "where it stopped)");

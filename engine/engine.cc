@@ -356,10 +356,11 @@ Result<BatchOutcome> Engine::RunBatch(const BatchOptions& options) {
     }
   }
   // The last message read per partition, to recognise the log next time.
+  // Only the last message of each partition is hashed.
   LastReadMap last_read;
-  for (const auto& message : batch_) {
-    TopicPartition tp{message.topic, message.partition};
-    if (outcome.committed.count(tp)) last_read[tp] = {message.offset, Fingerprint(message)};
+  for (auto message = batch_.rbegin(); message != batch_.rend(); ++message) {
+    TopicPartition tp{message->topic, message->partition};
+    if (outcome.committed.count(tp) && !last_read.count(tp)) last_read[tp] = {message->offset, Fingerprint(*message)};
   }
   st = catalog_->StoreOffsets(outcome.committed, record.run_id, &last_read);
   if (!st.ok()) return fail(st);

@@ -153,7 +153,7 @@ Result<SqlFile> ReadSqlFile(const std::string& path, const std::string& display)
   if (!in) return Status::IoError("cannot read " + display);
   std::ostringstream content;
   content << in.rdbuf();
-  return SqlFile{path, display, content.str()};
+  return SqlFile{path, display, content.str(), {}, false};
 }
 
 Status RunSqlFile(Database* db, const SqlFile& file) {

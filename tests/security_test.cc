@@ -81,8 +81,18 @@ TEST(Database, FileIsCreatedReadableByItsOwnerOnly) {
   struct stat st {};
   ASSERT_EQ(stat((dir / "pipeline.db").c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 0777, 0600u);
-  // The WAL is gone after a clean close; while it exists it has the same mode.
-  if (stat((dir / "pipeline.db-wal").c_str(), &st) == 0) EXPECT_EQ(st.st_mode & 0777, 0600u);
+  // The WAL (and shared memory) exist while sluice runs; a clean close
+  // removes them, so look while a service holds the database.
+  testing::ProduceValues(broker->bootstrap(), "events", testing::IdAmountValues("w", 0, 2));
+  testing::BackgroundSluice service({"run", dir.path(), "--brokers", broker->bootstrap(), "--every", "1s"},
+                                    dir / "service.log");
+  ASSERT_TRUE(testing::WaitFor([&] { return testing::TryQueryOne(dir / "pipeline.db", "SELECT count(*) FROM events") == "4"; },
+                               std::chrono::seconds(15)))
+      << service.output();
+  for (const char* file : {"pipeline.db-wal", "pipeline.db-shm"}) {
+    ASSERT_EQ(stat((dir / file).c_str(), &st), 0) << file << " does not exist while sluice runs";
+    EXPECT_EQ(st.st_mode & 0777, 0600u) << file;
+  }
 }
 
 TEST(Database, FileModeCanBeConfigured) {

@@ -32,7 +32,7 @@ class SqlFileTest : public ::testing::Test {
   }
 
   Status Run(const std::string& text, const std::string& display = "steps/x.sql") {
-    return RunSqlFile(db_.get(), SqlFile{"/nowhere/" + display, display, text});
+    return RunSqlFile(db_.get(), SqlFile{"/nowhere/" + display, display, text, {}, false});
   }
 
   // Runs `text`, which must fail, and returns the message.
@@ -314,7 +314,7 @@ TEST_F(SqlFileTest, PragmasThatWeakenDurabilityAreRefused) {
 
 TEST_F(SqlFileTest, AttachWithAComputedFileNameIsRefused) {
   TempDir dir;
-  SqlFile file{dir / "steps/x.sql", "steps/x.sql", "ATTACH '/tmp/' || 'sluice-elsewhere.db' AS other;"};
+  SqlFile file{dir / "steps/x.sql", "steps/x.sql", "ATTACH '/tmp/' || 'sluice-elsewhere.db' AS other;", {}, false};
   file.attach_root = dir.path();
   Status st = RunSqlFile(db_.get(), file);
   ASSERT_FALSE(st.ok());

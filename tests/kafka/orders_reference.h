@@ -105,16 +105,6 @@ std::string HourOf(int64_t ms) {
   return out;
 }
 
-// 32-bit FNV-1a: this test's own partitioner, so every offset is known.
-int32_t PartitionOf(const std::string& key) {
-  uint32_t hash = 2166136261u;
-  for (unsigned char c : key) {
-    hash ^= c;
-    hash *= 16777619u;
-  }
-  return static_cast<int32_t>(hash % kPartitions);
-}
-
 // A CSV file with a header, as rows of column name -> value (quotes handled).
 std::vector<std::map<std::string, std::string>> ReadCsv(const std::string& path) {
   std::string text = testing::ReadFile(path);
