@@ -24,6 +24,7 @@ Result<std::unique_ptr<EmbeddedBroker>> EmbeddedBroker::Start(int brokers) {
 }
 
 EmbeddedBroker::~EmbeddedBroker() {
+  if (client_ != nullptr) rd_kafka_destroy(client_);
   if (cluster_ != nullptr) rd_kafka_mock_cluster_destroy(cluster_);
   if (handle_ != nullptr) rd_kafka_destroy(handle_);
 }
@@ -32,6 +33,24 @@ Status EmbeddedBroker::CreateTopic(const std::string& topic, int partitions) {
   rd_kafka_resp_err_t err = rd_kafka_mock_topic_create(cluster_, topic.c_str(), partitions, 1);
   if (err) return Status::KafkaError("cannot create topic '" + topic + "': " + rd_kafka_err2str(err));
   return Status::Ok();
+}
+
+Result<int64_t> EmbeddedBroker::LowWatermark(const std::string& topic, int32_t partition) {
+  if (client_ == nullptr) {
+    char errstr[512];
+    rd_kafka_conf_t* conf = rd_kafka_conf_new();
+    rd_kafka_conf_set(conf, "bootstrap.servers", bootstrap().c_str(), errstr, sizeof(errstr));
+    rd_kafka_conf_set(conf, "log_level", "3", errstr, sizeof(errstr));
+    client_ = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
+    if (client_ == nullptr) {
+      rd_kafka_conf_destroy(conf);
+      return Status::KafkaError(std::string("cannot watch the embedded broker: ") + errstr);
+    }
+  }
+  int64_t low = 0, high = 0;
+  rd_kafka_resp_err_t err = rd_kafka_query_watermark_offsets(client_, topic.c_str(), partition, &low, &high, 5000);
+  if (err) return Status::Unavailable(std::string("cannot read offsets: ") + rd_kafka_err2str(err));
+  return low;
 }
 
 std::string EmbeddedBroker::bootstrap() const { return rd_kafka_mock_cluster_bootstraps(cluster_); }

@@ -30,6 +30,10 @@ class EmbeddedBroker {
   // The bootstrap address list, "127.0.0.1:PORT[,...]".
   std::string bootstrap() const;
 
+  // The earliest offset still held of `topic`[`partition`]: above 0 once
+  // the broker dropped messages (it keeps about 5 MiB per partition).
+  Result<int64_t> LowWatermark(const std::string& topic, int32_t partition);
+
   // For fault injection in tests (rd_kafka_mock_broker_set_down and friends).
   rd_kafka_mock_cluster_s* cluster() const { return cluster_; }
 
@@ -37,6 +41,7 @@ class EmbeddedBroker {
   EmbeddedBroker() = default;
   rd_kafka_s* handle_ = nullptr;  // owns the cluster's threads
   rd_kafka_mock_cluster_s* cluster_ = nullptr;
+  rd_kafka_s* client_ = nullptr;  // a consumer of this cluster, for LowWatermark
 };
 
 }  // namespace sluice

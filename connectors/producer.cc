@@ -234,4 +234,37 @@ Status ProduceMessages(const std::string& brokers, const std::string& topic, con
   return (*publisher)->Finish(60000);
 }
 
+Result<std::map<int32_t, int64_t>> LowWatermarks(const std::string& brokers,
+                                                 const std::vector<std::pair<std::string, std::string>>& properties,
+                                                 const std::string& topic) {
+  char errstr[512];
+  rd_kafka_conf_t* conf = rd_kafka_conf_new();
+  rd_kafka_conf_set(conf, "bootstrap.servers", brokers.c_str(), errstr, sizeof(errstr));
+  rd_kafka_conf_set(conf, "log_level", "0", errstr, sizeof(errstr));
+  for (const auto& [key, value] : properties) rd_kafka_conf_set(conf, key.c_str(), value.c_str(), errstr, sizeof(errstr));
+  rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
+  if (rk == nullptr) {
+    rd_kafka_conf_destroy(conf);
+    return Status::KafkaError(errstr);
+  }
+  std::unique_ptr<rd_kafka_t, void (*)(rd_kafka_t*)> client(rk, rd_kafka_destroy);
+  rd_kafka_topic_t* rkt = rd_kafka_topic_new(rk, topic.c_str(), nullptr);
+  const rd_kafka_metadata_t* metadata = nullptr;
+  rd_kafka_resp_err_t err = rd_kafka_metadata(rk, 0, rkt, &metadata, 5000);
+  rd_kafka_topic_destroy(rkt);
+  if (err) return Status::Unavailable(rd_kafka_err2str(err));
+  std::map<int32_t, int64_t> lows;
+  if (metadata->topic_cnt == 1 && !metadata->topics[0].err) {
+    for (int i = 0; i < metadata->topics[0].partition_cnt; ++i) {
+      int32_t partition = metadata->topics[0].partitions[i].id;
+      int64_t low = 0, high = 0;
+      if (rd_kafka_query_watermark_offsets(rk, topic.c_str(), partition, &low, &high, 5000) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        lows[partition] = low;
+      }
+    }
+  }
+  rd_kafka_metadata_destroy(metadata);
+  return lows;
+}
+
 }  // namespace sluice

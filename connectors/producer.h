@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <istream>
+#include <map>
 #include <optional>
 #include <string>
 #include <utility>
@@ -42,6 +43,14 @@ struct ProduceReport {
 // Publishes every non-empty line of `in`. Returns an error when the producer
 // cannot be created or when any message was not delivered.
 Status ProduceLines(const ProducerOptions& options, std::istream& in, ProduceReport* report);
+
+// The earliest offset still held per partition of `topic` (through a
+// short-lived client): produce compares them before and after publishing, to
+// say when the broker dropped messages (the embedded broker keeps about 5 MiB
+// per partition).
+Result<std::map<int32_t, int64_t>> LowWatermarks(const std::string& brokers,
+                                                 const std::vector<std::pair<std::string, std::string>>& properties,
+                                                 const std::string& topic);
 
 // Parses ISO-8601 "YYYY-MM-DDTHH:MM:SS[.fff][Z|+HH:MM|-HH:MM]" into epoch
 // milliseconds (no zone means UTC).

@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <thread>
 
 #include "connectors/embedded_broker.h"
@@ -51,6 +52,7 @@ int CommandBroker(const std::vector<std::string>& args) {
     spdlog::error("{}", broker.status().message());
     return kExitFailure;
   }
+  std::vector<std::pair<std::string, int>> created;
   for (const auto& spec : topics) {
     size_t colon = spec.rfind(':');
     std::string name = spec.substr(0, colon);
@@ -66,6 +68,7 @@ int CommandBroker(const std::vector<std::string>& args) {
       std::cerr << "sluice broker: --topic " << spec << ": expected NAME or NAME:PARTITIONS (1-10000)\n";
       return kExitUsage;
     }
+    created.emplace_back(name, partitions);
     Status st = (*broker)->CreateTopic(name, partitions);
     if (!st.ok()) {
       spdlog::error("{}", st.message());
@@ -75,7 +78,27 @@ int CommandBroker(const std::vector<std::string>& args) {
   std::cout << (*broker)->bootstrap() << std::endl;  // flushed: scripts read this line
   spdlog::info("embedded broker listening on {} (in memory, about 5 MiB per partition); Ctrl-C stops it",
                (*broker)->bootstrap());
-  while (!g_stop.load()) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  // Watch the partitions: the mock keeps about 5 MiB each and drops the
+  // oldest messages beyond that, which must never go unnoticed.
+  std::map<std::pair<std::string, int>, int64_t> lows;
+  for (const auto& [name, partitions] : created) {
+    for (int partition = 0; partition < partitions; ++partition) lows[{name, partition}] = 0;
+  }
+  auto next_check = std::chrono::steady_clock::now();
+  while (!g_stop.load()) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    if (std::chrono::steady_clock::now() < next_check) continue;
+    next_check = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+    for (auto& [tp, low] : lows) {
+      Result<int64_t> now = (*broker)->LowWatermark(tp.first, tp.second);
+      if (!now.ok() || *now <= low) continue;
+      spdlog::warn("{}[{}]: the embedded broker DROPPED {} messages (offsets {}..{}): it keeps about 5 MiB per "
+                   "partition. A pipeline that had not read them stops with a data-loss error; use more partitions, "
+                   "fewer messages, or a real Kafka",
+                   tp.first, tp.second, *now - low, low, *now - 1);
+      low = *now;
+    }
+  }
   return kExitOk;
 }
 
@@ -132,8 +155,23 @@ int CommandProduce(const std::vector<std::string>& args) {
     }
   }
   std::istream& in = file == "-" ? std::cin : in_file;
+  Result<std::map<int32_t, int64_t>> lows_before = LowWatermarks(producer.brokers, producer.properties, producer.topic);
   ProduceReport report;
   Status st = ProduceLines(producer, in, &report);
+  if (lows_before.ok()) {
+    Result<std::map<int32_t, int64_t>> lows_after = LowWatermarks(producer.brokers, producer.properties, producer.topic);
+    if (lows_after.ok()) {
+      for (const auto& [partition, low] : *lows_after) {
+        auto before = lows_before->find(partition);
+        int64_t was = before == lows_before->end() ? 0 : before->second;
+        if (low <= was) continue;
+        spdlog::warn("{}[{}]: the broker deleted {} messages (offsets {}..{}) while this ran: delivered, but no "
+                     "longer there to read (the embedded broker keeps about 5 MiB per partition; a real broker's "
+                     "retention does the same)",
+                     producer.topic, partition, low - was, was, low - 1);
+      }
+    }
+  }
   std::cerr << "delivered " << report.delivered << " of " << report.lines << " messages to " << producer.topic << "\n";
   if (producer.key_field && report.missing_key > 0) {
     spdlog::warn("{} of {} lines have no field '{}': they were sent without a key", report.missing_key, report.lines,

@@ -54,5 +54,19 @@ TEST(Produce, KeyFieldThatNoLineHasIsAnError) {
   EXPECT_TRUE(Contains(output, "no line has the field 'order_id' given by --key-field")) << output;
 }
 
+TEST(Produce, SaysWhenTheBrokerDroppedWhatWasDelivered) {
+  auto broker = testing::StartBroker("big", 1);
+  ASSERT_NE(broker, nullptr);
+  TempDir dir;
+  std::string lines;
+  for (int i = 0; i < 8000; ++i) lines += "{\"id\":" + std::to_string(i) + ",\"pad\":\"" + std::string(1000, 'x') + "\"}\n";
+  testing::WriteFile(dir / "big.jsonl", lines);
+  std::string output;
+  ASSERT_EQ(RunSluice({"produce", "--brokers", broker->bootstrap(), "--topic", "big", dir / "big.jsonl"}, &output), 0)
+      << output;
+  EXPECT_TRUE(Contains(output, "big[0]: the broker deleted ")) << output;
+  EXPECT_TRUE(Contains(output, "no longer there to read")) << output;
+}
+
 }  // namespace
 }  // namespace sluice
