@@ -25,17 +25,22 @@ void InstallSignalHandlers() {
   struct sigaction action {};
   action.sa_handler = OnSignal;
   sigemptyset(&action.sa_mask);
-  sigaction(SIGINT, &action, nullptr);
-  sigaction(SIGTERM, &action, nullptr);
-  // A closed terminal (SIGHUP) stops sluice like SIGTERM: the batch in flight
-  // rolls back, never half-way.
-  sigaction(SIGHUP, &action, nullptr);
+  // SIGINT, SIGTERM, a closed terminal (SIGHUP) and every other signal whose
+  // default would end the process without a word stop sluice the same way:
+  // the batch in flight rolls back, never half-way, and the log says so.
+  for (int signal : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGALRM, SIGVTALRM, SIGPROF, SIGXCPU,
+                     SIGPWR, SIGIO}) {
+    sigaction(signal, &action, nullptr);
+  }
   // Logs piped into `head` must not kill sluice mid-batch: writes to a
   // closed pipe fail instead.
   struct sigaction ignore {};
   ignore.sa_handler = SIG_IGN;
   sigemptyset(&ignore.sa_mask);
   sigaction(SIGPIPE, &ignore, nullptr);
+  // Past a file size limit (ulimit -f) writes fail with EFBIG, which SQLite
+  // reports like a full disk, instead of killing the process mid-write.
+  sigaction(SIGXFSZ, &ignore, nullptr);
 }
 
 std::string SignalName(int signal) {
@@ -43,6 +48,10 @@ std::string SignalName(int signal) {
     case SIGINT: return "SIGINT";
     case SIGTERM: return "SIGTERM";
     case SIGHUP: return "SIGHUP";
+    case SIGQUIT: return "SIGQUIT";
+    case SIGUSR1: return "SIGUSR1";
+    case SIGUSR2: return "SIGUSR2";
+    case SIGALRM: return "SIGALRM";
     default: return "signal " + std::to_string(signal);
   }
 }

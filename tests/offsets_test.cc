@@ -342,7 +342,7 @@ TEST(Offsets, StepTimeoutFailsTheStepNamingTheFile) {
 }
 
 TEST(Offsets, SignalsInterruptARunawayStepAndRollBack) {
-  for (int signal : {SIGTERM, SIGINT, SIGHUP}) {
+  for (int signal : {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGALRM}) {
     TempDir dir;
     auto broker = testing::StartBroker("events", 1);
     ASSERT_NE(broker, nullptr);
@@ -387,6 +387,28 @@ TEST(Offsets, InitNamesTheGroupAfterTheDirectory) {
   ASSERT_EQ(RunSluice({"init", dir / "beta"}, &output), 0) << output;
   EXPECT_TRUE(Contains(testing::ReadFile(dir / "alpha/pipeline.conf"), "group = sluice-alpha ")) << output;
   EXPECT_TRUE(Contains(testing::ReadFile(dir / "beta/pipeline.conf"), "group = sluice-beta ")) << output;
+}
+
+// A full disk, simulated with a file size limit (ulimit -f): the batch
+// fails with SQLite's message, nothing half-written stays, and once there is
+// room again every message is there exactly once.
+TEST(Offsets, FullDiskFailsTheBatchWithAMessageAndLosesNothing) {
+  TempDir dir;
+  auto broker = testing::StartBroker("events", 1);
+  ASSERT_NE(broker, nullptr);
+  testing::WritePipeline(dir.path(), AppendPipeline(broker->bootstrap()));
+  std::string output;
+  ASSERT_EQ(RunSluice({"run", dir.path(), "--once"}, &output), 0) << output;
+  std::vector<std::string> values;
+  for (int i = 0; i < 4000; ++i) values.push_back(R"({"id":"e)" + std::to_string(i) + R"(","amount":1,"pad":")" + std::string(400, 'x') + "\"}");
+  ProduceValues(broker->bootstrap(), "events", values);
+  std::string command = "ulimit -f 2048; " + std::string(SLUICE_BINARY) + " run " + testing::ShellQuote(dir.path()) +
+                        " 2>&1; echo exit=$?";
+  ASSERT_EQ(testing::RunShell("sh -c " + testing::ShellQuote(command), &output), 0) << output;
+  EXPECT_TRUE(Contains(output, "exit=1")) << output;
+  EXPECT_TRUE(Contains(output, "disk is full") || Contains(output, "disk I/O error")) << output;
+  ASSERT_EQ(RunSluice({"run", dir.path()}, &output), 0) << output;
+  EXPECT_EQ(QueryOne(dir / "pipeline.db", "SELECT count(*) || '/' || count(DISTINCT off) FROM events"), "4000/4000");
 }
 
 }  // namespace
