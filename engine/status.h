@@ -4,13 +4,15 @@
 #pragma once
 
 #include <cassert>
+#include <cstdio>
+#include <cstdlib>
 #include <optional>
 #include <string>
 #include <utility>
 
 namespace sluice {
 
-class Status {
+class [[nodiscard]] Status {
  public:
   enum class Code {
     kOk, kInvalidConfig, kInvalidInput, kSqlError, kIoError, kKafkaError, kConflict, kAborted, kUnavailable, kDataLoss
@@ -53,7 +55,7 @@ class Status {
 
 // A value or the Status explaining why there is none.
 template <typename T>
-class Result {
+class [[nodiscard]] Result {
  public:
   Result(T value) : value_(std::move(value)) {}           // NOLINT: implicit by design
   Result(Status status) : status_(std::move(status)) {     // NOLINT: implicit by design
@@ -62,14 +64,24 @@ class Result {
 
   bool ok() const { return status_.ok(); }
   const Status& status() const { return status_; }
-  T& value() & { assert(ok()); return *value_; }
-  const T& value() const& { assert(ok()); return *value_; }
-  T&& value() && { assert(ok()); return std::move(*value_); }
+  // Reading the value of an error is a programming error: it stops the
+  // process with the error's message in every build, never undefined
+  // behaviour.
+  T& value() & { CheckHasValue(); return *value_; }
+  const T& value() const& { CheckHasValue(); return *value_; }
+  T&& value() && { CheckHasValue(); return std::move(*value_); }
   T* operator->() { return &value(); }
   const T* operator->() const { return &value(); }
   T& operator*() & { return value(); }
 
  private:
+  void CheckHasValue() const {
+    if (!value_) {
+      std::fprintf(stderr, "sluice: internal error: the value of a failed result was read (%s)\n",
+                   status_.message().c_str());
+      std::abort();
+    }
+  }
   Status status_;
   std::optional<T> value_;
 };

@@ -144,7 +144,10 @@ Result<std::unique_ptr<Database>> Database::Open(const std::string& path, const 
     // A new file gets incremental auto-vacuum, so `sluice compact` can give
     // pages back without rewriting the database; it must precede any table.
     Result<int64_t> pages = database->QueryInt("PRAGMA page_count");
-    if (pages.ok() && *pages == 0) database->Exec("PRAGMA auto_vacuum=INCREMENTAL");
+    if (pages.ok() && *pages == 0) {
+      Status vacuum = database->Exec("PRAGMA auto_vacuum=INCREMENTAL");
+      if (!vacuum.ok()) return vacuum.WithContext("cannot prepare database " + path);
+    }
     Status st = database->Exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;");
     if (!st.ok()) return st.WithContext("cannot prepare database " + path);
   }
@@ -241,7 +244,9 @@ Status Transaction::Commit() {
 void Transaction::Rollback() {
   if (!open_) return;
   open_ = false;
-  if (!sqlite3_get_autocommit(db_->handle())) db_->Exec("ROLLBACK");
+  // A failed ROLLBACK leaves nothing to do: SQLite has already rolled the
+  // transaction back when it reports one.
+  if (!sqlite3_get_autocommit(db_->handle())) (void)db_->Exec("ROLLBACK");
 }
 
 }  // namespace sluice
