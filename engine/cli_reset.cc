@@ -21,6 +21,17 @@
 #include "sql/database.h"
 
 namespace sluice::cli {
+
+namespace {
+// The database as `run` would open it: a database that reset creates gets
+// [target] file_mode, like one that run creates.
+DatabaseOptions ResetDatabaseOptions(const PipelineConfig& config) {
+  DatabaseOptions options;
+  options.busy_timeout_ms = config.busy_timeout_ms;
+  options.file_mode = config.file_mode;
+  return options;
+}
+}  // namespace
 namespace po = boost::program_options;
 
 int CommandReset(const std::vector<std::string>& args) {
@@ -117,7 +128,7 @@ int CommandReset(const std::vector<std::string>& args) {
   OffsetMap stored_offsets;
   std::vector<std::string> file_inputs;  // inputs of `run --from-file` with a stored position
   if (exists) {
-    Result<std::unique_ptr<Database>> opened = Database::Open(config.database, DatabaseOptions{config.busy_timeout_ms});
+    Result<std::unique_ptr<Database>> opened = Database::Open(config.database, ResetDatabaseOptions(config));
     if (!opened.ok()) {
       std::cerr << opened.status().message() << "\n";
       return kExitFailure;
@@ -264,7 +275,7 @@ int CommandReset(const std::vector<std::string>& args) {
   }
 
   if (!db) {
-    Result<std::unique_ptr<Database>> created = Database::Open(config.database, DatabaseOptions{config.busy_timeout_ms});
+    Result<std::unique_ptr<Database>> created = Database::Open(config.database, ResetDatabaseOptions(config));
     if (!created.ok()) {
       std::cerr << created.status().message() << "\n";
       return kExitFailure;

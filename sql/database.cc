@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <cerrno>
 #include <cstring>
 
@@ -200,9 +201,17 @@ Status Database::Exec(const std::string& sql) {
 
 Result<Statement> Database::Prepare(const std::string& sql) {
   sqlite3_stmt* stmt = nullptr;
-  int rc = sqlite3_prepare_v3(db_, sql.c_str(), static_cast<int>(sql.size()), SQLITE_PREPARE_PERSISTENT, &stmt, nullptr);
+  const char* tail = nullptr;
+  int rc = sqlite3_prepare_v3(db_, sql.c_str(), static_cast<int>(sql.size()), SQLITE_PREPARE_PERSISTENT, &stmt, &tail);
   if (rc != SQLITE_OK) return SqliteError(rc, sqlite3_errmsg(db_));
-  return Statement(stmt);
+  Statement prepared(stmt);
+  // One statement only: anything after the first would be ignored silently.
+  for (const char* rest = tail; rest != nullptr && *rest != '\0'; ++rest) {
+    if (!std::isspace(static_cast<unsigned char>(*rest)) && *rest != ';') {
+      return Status::SqlError("Prepare takes one statement; this text has more after the first: " + std::string(rest));
+    }
+  }
+  return prepared;
 }
 
 Result<int64_t> Database::QueryInt(const std::string& sql, int64_t fallback) {

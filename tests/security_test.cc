@@ -8,6 +8,8 @@
 #include <cstdlib>
 
 #include "connectors/kafka_source.h"
+#include "sql/catalog.h"
+#include "sql/database.h"
 #include "test_support.h"
 
 namespace sluice {
@@ -112,6 +114,51 @@ TEST(Database, FileModeCanBeConfigured) {
   testing::WriteFile(dir / "pipeline.conf", conf);
   EXPECT_EQ(RunSluice({"validate", dir.path()}, &output), 1);
   EXPECT_TRUE(Contains(output, "[target] file_mode: '0444' is not an octal file mode")) << output;
+}
+
+// A database that `sluice reset` creates gets [target] file_mode too (it was
+// always 0600).
+TEST(Database, ResetCreatesTheDatabaseWithTheConfiguredMode) {
+  TempDir dir;
+  auto broker = testing::StartAppendPipeline(dir.path(), 1);
+  ASSERT_NE(broker, nullptr);
+  std::string conf = testing::ReadFile(dir / "pipeline.conf");
+  ASSERT_TRUE(testing::ReplaceFirst(&conf, "[target]\n", "[target]\nfile_mode = 0640\n"));
+  testing::WriteFile(dir / "pipeline.conf", conf);
+  std::string output;
+  ASSERT_EQ(RunSluice({"reset", dir.path(), "--brokers", broker->bootstrap(), "--to", "latest", "--yes"}, &output), 0)
+      << output;
+  struct stat st {};
+  ASSERT_EQ(stat((dir / "pipeline.db").c_str(), &st), 0) << output;
+  EXPECT_EQ(st.st_mode & 0777, 0640u);
+}
+
+TEST(Database, PrepareRefusesTextAfterTheFirstStatement) {
+  auto db = Database::Open(":memory:");
+  ASSERT_TRUE(db.ok());
+  EXPECT_TRUE((*db)->Prepare("SELECT 1;  ").ok());
+  Result<Statement> two = (*db)->Prepare("SELECT 1; DELETE FROM nothing");
+  ASSERT_FALSE(two.ok());
+  EXPECT_TRUE(Contains(two.status().message(), "Prepare takes one statement")) << two.status().message();
+}
+
+TEST(Catalog, RunOffsetsAreValidJsonWhateverTheInputName) {
+  PartitionRange range;
+  range.partition = {"tab\there\n\"quoted\"\x01.jsonl", 0};
+  range.first_offset = 1;
+  range.last_offset = 2;
+  range.count = 2;
+  auto db = Database::Open(":memory:");
+  ASSERT_TRUE(db.ok());
+  Result<Statement> parsed = (*db)->Prepare("SELECT json_valid(?), json_extract(?, '$[0].topic')");
+  ASSERT_TRUE(parsed.ok());
+  std::string json = Catalog::RangesJson({range});
+  parsed->BindText(1, json);
+  parsed->BindText(2, json);
+  Result<bool> row = parsed->Step();
+  ASSERT_TRUE(row.ok() && *row);
+  EXPECT_EQ(parsed->ColumnInt(0), 1) << json;
+  EXPECT_EQ(parsed->ColumnText(1), range.partition.first);
 }
 
 TEST(StepSql, CannotAttachFilesOrLoadExtensions) {

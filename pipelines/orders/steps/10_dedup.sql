@@ -9,7 +9,7 @@
 drop table if exists temp.stg_orders;
 
 create temp table stg_orders as
-with events as (
+with raw as (
   select
     trim(order_id)                          as order_id,
     customer_id,
@@ -18,18 +18,37 @@ with events as (
     upper(trim(currency))                   as currency,
     nullif(lower(trim(status)), '')         as status,
     event_time,
-    -- The version's time is the broker timestamp, with two exceptions an
-    -- analyst can defend: a message without one (NULL: old producers, some
-    -- proxies) counts as produced now, so it is the newest version of its
-    -- order so far (its offset is later than every version already read);
-    -- a timestamp in the future counts as now too, so one bad producer
-    -- clock (year 9999) cannot pin an order against every later event.
-    min(coalesce(_kafka_timestamp, now_ms.value), now_ms.value) as _kafka_timestamp,
+    -- A broker timestamp is trusted unless it is missing (NULL: old
+    -- producers, some proxies) or more than a day ahead of now (a producer
+    -- clock gone wrong, say year 9999, would otherwise pin its order
+    -- against every later event).
+    case
+      when _kafka_timestamp <= cast(round((julianday('now') - 2440587.5) * 86400000) as integer) + 86400000
+      then _kafka_timestamp
+    end                                     as trusted_timestamp,
     _kafka_partition,
     _kafka_offset
-  from batch,
-       (select cast(round((julianday('now') - 2440587.5) * 86400000) as integer) as value) as now_ms
+  from batch
   where order_id is not null and _kafka_value is not null
+),
+events as (
+  -- An event without a trusted timestamp takes the time of the version
+  -- before it (the newest trusted one earlier in this batch, else the one
+  -- stored, else 0). It then ties with that version and wins by its later
+  -- offset: an order lives in one partition, so offsets give the true order
+  -- of arrival; and any later event with a trusted timestamp still wins.
+  select
+    r.order_id, r.customer_id, r.product_id, r.amount, r.currency, r.status, r.event_time,
+    coalesce(
+      r.trusted_timestamp,
+      max(r.trusted_timestamp) over (
+        partition by r.order_id order by r._kafka_partition, r._kafka_offset
+        rows between unbounded preceding and 1 preceding),
+      (select c._kafka_timestamp from orders_curated as c where c.order_id = r.order_id),
+      0)                                    as _kafka_timestamp,
+    r._kafka_partition,
+    r._kafka_offset
+  from raw as r
 ),
 latest as (
   select
