@@ -219,7 +219,7 @@ int CommandStatus(const std::vector<std::string>& args) {
       json.Key("quarantined");
       json.Int64(runs->ColumnInt(5));
       json.Key("duration_ms");
-      json.Double(runs->ColumnDouble(6));
+      json.Int64(static_cast<int64_t>(runs->ColumnDouble(6) + 0.5));  // whole milliseconds
       json.Key("error");
       std::string error = runs->ColumnText(7);
       if (error.empty()) json.Null();
@@ -334,10 +334,16 @@ int CommandQuarantine(const std::vector<std::string>& args) {
       std::cerr << db.status().message() << "\n";
       return kExitFailure;
     }
+    // Per reason: the partitions in order, each with its own offset range.
     Result<Statement> groups = (*db)->Prepare(
-        "SELECT error, count(*), group_concat(DISTINCT topic || '[' || \"partition\" || ']'), min(\"offset\"), "
-        "max(\"offset\"), substr(min(CAST(value AS TEXT)), 1, 80) FROM _sluice_quarantine GROUP BY error "
-        "ORDER BY count(*) DESC, error");
+        "WITH per_partition AS (SELECT error, topic, \"partition\", count(*) AS n, min(\"offset\") AS first, "
+        "max(\"offset\") AS last FROM _sluice_quarantine GROUP BY error, topic, \"partition\"), "
+        "reasons AS (SELECT error, count(*) AS n, substr(min(CAST(value AS TEXT)), 1, 80) AS example "
+        "FROM _sluice_quarantine GROUP BY error) "
+        "SELECT r.error, r.n, (SELECT group_concat(topic || '[' || \"partition\" || '] ' || "
+        "CASE WHEN first = last THEN first ELSE first || '..' || last END, ', ') FROM (SELECT * FROM per_partition p "
+        "WHERE p.error = r.error ORDER BY topic, \"partition\")), 0, 0, r.example FROM reasons r "
+        "ORDER BY r.n DESC, r.error");
     if (!groups.ok()) {
       std::cerr << groups.status().message() << "\n";
       return kExitFailure;
@@ -345,10 +351,8 @@ int CommandQuarantine(const std::vector<std::string>& args) {
     int64_t total = 0;
     while (NextRow(&*groups)) {
       total += groups->ColumnInt(1);
-      std::printf("%lld  %s\n     in %s, offsets %lld..%lld; e.g. %s\n", static_cast<long long>(groups->ColumnInt(1)),
-                  groups->ColumnText(0).c_str(), groups->ColumnText(2).c_str(),
-                  static_cast<long long>(groups->ColumnInt(3)), static_cast<long long>(groups->ColumnInt(4)),
-                  groups->ColumnText(5).c_str());
+      std::printf("%lld  %s\n     at %s; e.g. %s\n", static_cast<long long>(groups->ColumnInt(1)),
+                  groups->ColumnText(0).c_str(), groups->ColumnText(2).c_str(), groups->ColumnText(5).c_str());
     }
     std::printf("%lld quarantined message%s\n", static_cast<long long>(total), total == 1 ? "" : "s");
     return kExitOk;

@@ -116,7 +116,9 @@ int CommandReset(const std::vector<std::string>& args) {
     }
   }
 
-  auto lock = PipelineLock::Acquire(config.database, true);
+  auto lock = PipelineLock::Acquire(config.database, true,
+                                    "reset moves the offsets that run is using: stop it first, reset, then start it "
+                                    "again");
   if (!lock.ok()) {
     std::cerr << lock.status().message() << "\n";
     return kExitFailure;

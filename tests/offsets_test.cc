@@ -411,5 +411,29 @@ TEST(Offsets, FullDiskFailsTheBatchWithAMessageAndLosesNothing) {
   EXPECT_EQ(QueryOne(dir / "pipeline.db", "SELECT count(*) || '/' || count(DISTINCT off) FROM events"), "4000/4000");
 }
 
+// A reader that keeps a snapshot open (a transaction left open in a notebook)
+// stops SQLite from reusing its write-ahead log, which then grows without
+// bound: sluice says so, naming the cause.
+TEST(Offsets, GrowingWriteAheadLogBehindAnOldSnapshotIsWarnedAbout) {
+  TempDir dir;
+  auto broker = testing::StartBroker("events", 1);
+  ASSERT_NE(broker, nullptr);
+  PipelineFiles files = AppendPipeline(broker->bootstrap());
+  files.schema += "CREATE TABLE IF NOT EXISTS blobs(b BLOB);\n";
+  files.steps["20_blobs.sql"] = "INSERT INTO blobs SELECT randomblob(25 * 1024 * 1024) FROM batch;\n";
+  testing::WritePipeline(dir.path(), files);
+  std::string output;
+  ASSERT_EQ(RunSluice({"run", dir.path(), "--once"}, &output), 0) << output;
+  sqlite3* reader = nullptr;
+  ASSERT_EQ(sqlite3_open((dir / "pipeline.db").c_str(), &reader), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(reader, "BEGIN; SELECT count(*) FROM events;", nullptr, nullptr, nullptr), SQLITE_OK);
+  ProduceValues(broker->bootstrap(), "events", IdAmountValues("e", 0, 3));
+  int code = RunSluice({"run", dir.path()}, &output);
+  sqlite3_exec(reader, "ROLLBACK", nullptr, nullptr, nullptr);
+  sqlite3_close(reader);
+  ASSERT_EQ(code, 0) << output;
+  EXPECT_TRUE(Contains(output, "a reader holds an old snapshot")) << output;
+}
+
 }  // namespace
 }  // namespace sluice

@@ -858,7 +858,7 @@ TEST(Quarantine, ListGroupsByReason) {
   ASSERT_NE(whole, std::string::npos) << output;
   ASSERT_NE(abc, std::string::npos) << output;
   EXPECT_LT(whole, abc) << output;
-  EXPECT_TRUE(Contains(output, "in events[0], offsets 1..3")) << output;
+  EXPECT_TRUE(Contains(output, "at events[0] 1..3;")) << output;
   EXPECT_TRUE(Contains(output, "4 quarantined messages")) << output;
   // Three distinct reasons: the "1.5" group, "abc", and the invalid JSON.
   std::istringstream lines(output);
