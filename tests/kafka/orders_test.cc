@@ -21,7 +21,7 @@
 #include <thread>
 
 #include "kafka_tier.h"
-#include "orders_reference.h"
+#include "orders_reference.h"  // tests/orders_reference.h
 
 namespace sluice {
 namespace {

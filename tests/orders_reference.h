@@ -1,8 +1,7 @@
-// The orders pipeline's reference, computed without the pipeline's SQL: a copy
-// of the reference half of tests/orders_pipeline_test.cc (which checks the
-// same pipeline against the embedded broker), so that the kafka tier compares
-// the real broker's run with the same independent expectations. Include it
-// from one source file only.
+// The orders pipeline's reference, computed without the pipeline's SQL, for
+// the tests that check that pipeline end to end (tests/orders_pipeline_test.cc
+// against the embedded broker, tests/kafka/orders_test.cc against a real
+// one). Include it from one source file per test binary.
 #pragma once
 
 #include <rapidjson/document.h>
