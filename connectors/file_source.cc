@@ -1,6 +1,8 @@
 // FileSource implementation.
 #include "connectors/file_source.h"
 
+#include <spdlog/spdlog.h>
+
 #include <rapidjson/document.h>
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
@@ -214,6 +216,14 @@ bool FileSource::NextLine(std::string* line) {
     *line = buffer_[static_cast<size_t>(index)].text;
   } else {
     if (!std::getline(*in_, *line)) return false;
+    if (in_->eof() && options_.wait_for_newline && !from_stdin) {
+      if (!partial_reported_) {
+        spdlog::info("{}: line {} has no newline yet (is the file still being written?): it is left for the next run",
+                     options_.path, next_line_);
+        partial_reported_ = true;
+      }
+      return false;
+    }
     if (from_stdin) {
       if (buffer_.empty()) buffer_first_ = next_line_;
       buffer_.push_back({*line, bytes_, hash_});

@@ -63,6 +63,10 @@ struct FileSourceOptions {
   std::vector<std::string> kafka_topics;
   // Forget the stored position of this input and read it from its first line.
   bool restart = false;
+  // A last line without its newline is a line still being written: leave it
+  // for the next run instead of reading half of it (`run --from-file` of a
+  // file; stdin and fixtures read it, their input has ended).
+  bool wait_for_newline = false;
   // Identity checks (`sluice run --from-file`); unset: positions are taken
   // as stored (fixtures, tests).
   FileInputStore store;
@@ -118,6 +122,7 @@ class FileSource : public BatchSource {
   int64_t next_line_ = 1;  // the line number the next read returns
   OffsetMap starts_;       // where the next batch starts, per partition seen (committed)
   bool eof_ = false;
+  bool partial_reported_ = false;
   size_t batch_index_ = 0;
   int64_t batch_used_ = 0;
   int64_t bytes_ = 0;     // bytes before next_line_

@@ -290,7 +290,8 @@ Status KafkaSource::WaitForBrokers() {
     if (Clock::now() >= deadline) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
-  return Status::KafkaError("cannot reach brokers " + options_.brokers + " within " +
+  // Transient as far as the caller can tell: `run --every` retries it.
+  return Status::Unavailable("cannot reach brokers " + options_.brokers + " within " +
                             std::to_string(options_.connect_timeout.count() / 1000) + "s (" + last_error +
                             "); check [source] brokers or --brokers, and that the broker is up");
 }

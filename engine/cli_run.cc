@@ -9,6 +9,7 @@
 #include <chrono>
 #include <memory>
 #include <mutex>
+#include <thread>
 #include <cstdio>
 #include <iostream>
 
@@ -197,12 +198,13 @@ int CommandRun(const std::vector<std::string>& args) {
   const auto& config = pipeline->config;
   std::unique_ptr<BatchSource> source;
   EngineOptions engine_options;
+  FileSourceOptions file;
   if (vm.count("from-file")) {
-    FileSourceOptions file;
     file.path = vm["from-file"].as<std::string>();
     file.default_timestamp =
         std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
     file.restart = vm.count("restart") > 0;
+    file.wait_for_newline = file.path != "-";
     file.kafka_topics = config.source.topics;
     if (config.database != ":memory:") file.store = InputStore(config);
     source = std::make_unique<FileSource>(file);
@@ -212,8 +214,32 @@ int CommandRun(const std::vector<std::string>& args) {
     engine_options.exclusive_lock = config.source.assignment == KafkaSourceOptions::Assignment::kAll;
   }
   std::string described = source->Describe();
+  // `--every` is a service: a database locked or brokers unreachable at
+  // start are retried like the same failures later on ([batch] retry_for).
+  auto make_source = [&]() -> std::unique_ptr<BatchSource> {
+    if (vm.count("from-file")) return std::make_unique<FileSource>(file);
+    return std::make_unique<KafkaSource>(config.source);
+  };
   auto engine = Engine::Open(*pipeline, std::move(source), engine_options);
+  auto failing_since = std::chrono::steady_clock::now();
+  std::chrono::milliseconds backoff(1000);
+  while (!engine.ok() && engine.status().transient() && run_options.mode == RunMode::kEvery && !g_stop.load() &&
+         std::chrono::steady_clock::now() - failing_since < config.retry_for) {
+    spdlog::warn("{}", engine.status().message());
+    spdlog::warn("transient failure at start; retrying in {}s (for up to {}s in all, [batch] retry_for)",
+                 backoff.count() / 1000, config.retry_for.count() / 1000);
+    auto until = std::chrono::steady_clock::now() + backoff;
+    while (!g_stop.load() && std::chrono::steady_clock::now() < until) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    backoff = std::min(backoff * 2, std::chrono::milliseconds(60000));
+    engine = Engine::Open(*pipeline, make_source(), engine_options);
+  }
   if (!engine.ok()) {
+    if (g_stop.load() && engine.status().transient()) {
+      spdlog::info("stopped by {} while waiting to start", SignalName(g_signal.load()));
+      return kExitOk;
+    }
     spdlog::error("{}", engine.status().message());
     return kExitFailure;
   }

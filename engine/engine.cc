@@ -149,6 +149,13 @@ Status Engine::RecordFailure(RunRecord record, const Status& error) {
   record.run_id = 0;
   record.status = "failed";
   record.error = error.message();
+  if (db_->lost()) {
+    // The database was deleted or replaced: writing the failed run would
+    // only feed a log file nobody will read.
+    spdlog::error("batch failed: {}", error.message());
+    reported_ = error.message();
+    return error;
+  }
   Status recorded = [&]() -> Status {
     Result<std::unique_ptr<Transaction>> tx = Transaction::Begin(db_.get());
     if (!tx.ok()) return tx.status();
@@ -272,6 +279,8 @@ Result<BatchOutcome> Engine::RunBatch(const BatchOptions& options) {
   }
   record.staged = counts.staged;
   record.quarantined = counts.quarantined;
+  st = catalog_->ClearPassedQuarantine(record.ranges, record.run_id);
+  if (!st.ok()) return fail(st);
   record.stage_ms = MillisSince(stage_start);
   record.parse_ms = counts.parse_ms;
   CrashPoint("after_stage");

@@ -414,4 +414,22 @@ Status Catalog::RecordCheck(const std::string& check, const std::string& severit
   return stmt->Run();
 }
 
+Status Catalog::ClearPassedQuarantine(const std::vector<PartitionRange>& ranges, int64_t run_id) {
+  Result<Statement> stmt = db_->Prepare(
+      "DELETE FROM _sluice_quarantine WHERE pipeline = ?1 AND topic = ?2 AND \"partition\" = ?3 AND \"offset\" "
+      "BETWEEN ?4 AND ?5 AND run_id IS NOT ?6");
+  if (!stmt.ok()) return stmt.status();
+  for (const auto& range : ranges) {
+    stmt->BindText(1, pipeline_);
+    stmt->BindText(2, range.partition.first);
+    stmt->BindInt(3, range.partition.second);
+    stmt->BindInt(4, range.first_offset);
+    stmt->BindInt(5, range.last_offset);
+    stmt->BindInt(6, run_id);
+    SLUICE_RETURN_IF_ERROR(stmt->Run());
+    stmt->Reset();
+  }
+  return Status::Ok();
+}
+
 }  // namespace sluice

@@ -87,6 +87,11 @@ class Catalog {
   // e.g. a failed run recorded after the batch rolled back. Returns the id.
   Result<int64_t> FinishRun(const RunRecord& run);
 
+  // Removes the quarantine rows of messages this run read again and staged
+  // (their offsets lie in `ranges` but this run did not quarantine them), so
+  // that a message fixed by a change to [columns] is not replayed twice.
+  Status ClearPassedQuarantine(const std::vector<PartitionRange>& ranges, int64_t run_id);
+
   // Records the latest result of a data check (checks/NAME.sql) for this
   // pipeline; call inside the batch transaction.
   Status RecordCheck(const std::string& check, const std::string& severity, int64_t rows, const std::string& sample,

@@ -104,6 +104,15 @@ std::string Statement::ColumnText(int column) const {
   return std::string(reinterpret_cast<const char*>(text), sqlite3_column_bytes(stmt_, column));
 }
 
+namespace {
+// Device and inode of `path`, or nothing when it does not exist.
+std::optional<std::pair<uint64_t, uint64_t>> FileIdentity(const std::string& path) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) return std::nullopt;
+  return std::make_pair(static_cast<uint64_t>(st.st_dev), static_cast<uint64_t>(st.st_ino));
+}
+}  // namespace
+
 Result<std::unique_ptr<Database>> Database::Open(const std::string& path, const DatabaseOptions& options) {
   bool in_memory = path == ":memory:" || path.empty();
   if (!in_memory && options.private_file && !options.read_only) {
@@ -151,25 +160,43 @@ Result<std::unique_ptr<Database>> Database::Open(const std::string& path, const 
     }
     Status st = database->Exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;");
     if (!st.ok()) return st.WithContext("cannot prepare database " + path);
+    database->wal_identity_ = FileIdentity(path + "-wal");
+    database->shm_identity_ = FileIdentity(path + "-shm");
   }
   return database;
 }
 
 Database::~Database() { sqlite3_close_v2(db_); }
 
-Status Database::CheckSameFile() const {
+Status Database::CheckSameFile() {
   if (!identity_) return Status::Ok();
-  struct stat st;
-  if (::stat(path_.c_str(), &st) != 0) {
-    return Status::IoError("the database file " + path_ + " was deleted while sluice had it open (" +
-                           std::strerror(errno) + "); nothing more is committed into it");
+  std::optional<std::pair<uint64_t, uint64_t>> now = FileIdentity(path_);
+  if (now == identity_) {
+    // Remember which write-ahead log and shared-memory files are ours.
+    if (!wal_identity_) wal_identity_ = FileIdentity(path_ + "-wal");
+    if (!shm_identity_) shm_identity_ = FileIdentity(path_ + "-shm");
+    return Status::Ok();
   }
-  if (static_cast<uint64_t>(st.st_dev) != identity_->first || static_cast<uint64_t>(st.st_ino) != identity_->second) {
-    return Status::IoError("the database file " + path_ +
-                           " was replaced while sluice had it open (another file now has its name); nothing more is "
-                           "committed into the old one");
+  std::string what = now ? "was replaced while sluice had it open (another file now has its name)"
+                         : "was deleted while sluice had it open";
+  if (!lost_) {
+    lost_ = true;
+    // Our log and shared memory still sit beside the path: SQLite would
+    // apply that log to whatever file has the name now, and corrupt it. Move
+    // them aside, and keep SQLite from deleting a log by that name on close.
+    int persist = 1;
+    sqlite3_file_control(db_, "main", SQLITE_FCNTL_PERSIST_WAL, &persist);
+    std::string moved;
+    for (const auto& [suffix, identity] : {std::make_pair(std::string("-wal"), wal_identity_),
+                                           std::make_pair(std::string("-shm"), shm_identity_)}) {
+      std::string file = path_ + suffix;
+      if (!identity || FileIdentity(file) != identity) continue;
+      std::string aside = file + ".orphaned-" + std::to_string(::getpid());
+      if (::rename(file.c_str(), aside.c_str()) == 0) moved += (moved.empty() ? "" : ", ") + aside;
+    }
+    if (!moved.empty()) what += "; its write-ahead log was moved aside to " + moved;
   }
-  return Status::Ok();
+  return Status::IoError("the database file " + path_ + " " + what + "; nothing more is committed into it");
 }
 
 namespace {

@@ -101,7 +101,11 @@ class Database {
   // Fails when `path()` no longer names the file that was opened (deleted,
   // or replaced by another file): committing then would write into a file
   // nobody can read. Ok for in-memory databases.
-  Status CheckSameFile() const;
+  // Once it fails, the log files beside the path that belong to the old
+  // file are moved aside (so they never corrupt the file that now has the
+  // name) and lost() is true: write nothing more.
+  Status CheckSameFile();
+  bool lost() const { return lost_; }
 
   // While set, a running statement is interrupted (SQLITE_INTERRUPT) as soon
   // as `check` returns true; polled every few thousand virtual machine
@@ -113,6 +117,8 @@ class Database {
   sqlite3* db_;
   std::string path_;
   std::optional<std::pair<uint64_t, uint64_t>> identity_;  // device and inode at open
+  std::optional<std::pair<uint64_t, uint64_t>> wal_identity_, shm_identity_;  // our -wal and -shm files
+  bool lost_ = false;  // the path no longer names the file open
   std::function<bool()> interrupt_check_;
 };
 

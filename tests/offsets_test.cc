@@ -13,6 +13,7 @@
 #include <chrono>
 #include <csignal>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -244,6 +245,34 @@ TEST(Offsets, DeletedDatabaseStopsTheServiceBeforeItCommits) {
   EXPECT_TRUE(Contains(run.output(), "was deleted while sluice had it open")) << run.output();
 }
 
+// A database restored by `mv` over the one a service has open: the service
+// stops, and the restored file is never touched by the old file's log (SQLite
+// would apply the stale log to it and corrupt it).
+TEST(Offsets, ReplacedDatabaseStopsTheServiceAndStaysIntact) {
+  TempDir dir;
+  auto broker = testing::StartAppendPipeline(dir.path(), 5);
+  ASSERT_NE(broker, nullptr);
+  const std::string db = dir / "pipeline.db";
+  std::string output;
+  ASSERT_EQ(RunSluice({"run", dir.path(), "--db", dir / "backup.db"}, &output), 0) << output;
+  BackgroundSluice run({"run", dir.path(), "--every", "200ms"}, dir / "run.log");
+  ASSERT_TRUE(WaitFor([&] { return TryQueryOne(db, "SELECT count(*) FROM events") == "5"; }, milliseconds(15000)))
+      << run.output();
+  std::filesystem::rename(dir / "backup.db", db);
+  ProduceValues(broker->bootstrap(), "events", IdAmountValues("late", 0, 3));
+  ASSERT_TRUE(WaitFor([&] { return !run.running(); }, milliseconds(15000))) << run.output();
+  std::optional<int> code = run.Stop(SIGTERM, milliseconds(1000));
+  ASSERT_TRUE(code.has_value());
+  EXPECT_EQ(*code, 1) << run.output();
+  EXPECT_TRUE(Contains(run.output(), "was replaced while sluice had it open")) << run.output();
+  EXPECT_EQ(QueryOne(db, "PRAGMA integrity_check"), "ok");
+  EXPECT_EQ(QueryOne(db, "SELECT count(*) FROM events"), "5");
+  // The next run continues on the restored database, exactly once.
+  ASSERT_EQ(RunSluice({"run", dir.path()}, &output), 0) << output;
+  EXPECT_EQ(QueryOne(db, "PRAGMA integrity_check"), "ok");
+  EXPECT_EQ(QueryOne(db, "SELECT count(*) || '/' || count(DISTINCT off) FROM events"), "8/8");
+}
+
 TEST(Offsets, SymlinkToTheDatabaseSharesItsLock) {
   TempDir dir;
   auto broker = testing::StartAppendPipeline(dir.path(), 2);
@@ -314,6 +343,32 @@ TEST(Offsets, EveryRetriesATransientLockThenCarriesOn) {
   std::optional<int> code = run.Stop(SIGTERM, milliseconds(10000));
   ASSERT_TRUE(code.has_value()) << run.output();
   EXPECT_EQ(*code, 0) << run.output();
+}
+
+TEST(Offsets, EveryRetriesALockHeldAtStart) {
+  TempDir dir;
+  auto broker = testing::StartBroker("events", 1);
+  ASSERT_NE(broker, nullptr);
+  WritePipeline(dir.path(), AppendWith(broker->bootstrap(), "", "busy_timeout = 200ms\n"));
+  const std::string db = dir / "pipeline.db";
+  std::string output;
+  ASSERT_EQ(RunSluice({"run", dir.path(), "--once"}, &output), 0) << output;
+  ProduceValues(broker->bootstrap(), "events", IdAmountValues("e", 0, 3));
+  std::optional<BackgroundSluice> run;
+  {
+    WriteLock lock(db);
+    ASSERT_TRUE(lock.ok());
+    run.emplace(std::vector<std::string>{"run", dir.path(), "--every", "300ms"}, dir / "run.log");
+    ASSERT_TRUE(WaitFor([&] { return Contains(run->output(), "transient failure at start; retrying in"); },
+                        milliseconds(15000)))
+        << run->output();
+    ASSERT_TRUE(run->running()) << run->output();
+  }
+  ASSERT_TRUE(WaitFor([&] { return TryQueryOne(db, "SELECT count(*) FROM events") == "3"; }, milliseconds(20000)))
+      << run->output();
+  std::optional<int> code = run->Stop(SIGTERM, milliseconds(10000));
+  ASSERT_TRUE(code.has_value()) << run->output();
+  EXPECT_EQ(*code, 0) << run->output();
 }
 
 // A step that never finishes once the batch has a row: a recursive CTE with

@@ -95,6 +95,23 @@ TEST(FileIdentity, DifferentFileWithTheSameNameIsRefused) {
   EXPECT_EQ(SeenIds(dir), "a1,a2,b1,b2,b3,b4");
 }
 
+// A file still being written: its last line has no newline yet. It is left
+// for the next run, which reads it whole once it is complete (it used to be
+// read half, quarantined, and the completed file then refused).
+TEST(FileIdentity, LastLineWithoutNewlineWaitsForTheNextRun) {
+  TempDir dir;
+  WritePipeline(dir.path(), SeenPipeline());
+  std::string file = dir / "growing.jsonl";
+  WriteFile(file, Lines({"g1", "g2"}) + "{\"id\": \"g3\", \"amou");
+  std::string output;
+  ASSERT_EQ(RunFile(dir, file, &output), 0) << output;
+  EXPECT_EQ(SeenIds(dir), "g1,g2");
+  EXPECT_EQ(QueryOne(dir / "pipeline.db", "SELECT count(*) FROM _sluice_quarantine"), "0");
+  WriteFile(file, Lines({"g1", "g2"}) + "{\"id\": \"g3\", \"amount\": 3}\n" + Lines({"g4"}));
+  ASSERT_EQ(RunFile(dir, file, &output), 0) << output;
+  EXPECT_EQ(SeenIds(dir), "g1,g2,g3,g4");
+}
+
 TEST(FileIdentity, TruncatedFileIsRefused) {
   TempDir dir;
   WritePipeline(dir.path(), SeenPipeline());
@@ -356,6 +373,31 @@ TEST(QuarantineOnce, ResetAndRerunDoNotCopyAndReplayStagesOnce) {
   ASSERT_EQ(RunSluice({"quarantine", dir.path(), "replay"}, &output), 0) << output;
   EXPECT_EQ(QueryOne(db, "SELECT count(*) FROM seen WHERE id = 'bad'"), "1");
   EXPECT_EQ(QueryOne(db, "SELECT count(*) FROM _sluice_quarantine"), "0");
+}
+
+// A message that passes when it is read again (after a fix to [columns] and a
+// reset) leaves the quarantine then: `quarantine replay` must not stage it a
+// second time.
+TEST(QuarantineOnce, AMessageThatPassesOnRereadLeavesTheQuarantine) {
+  auto broker = testing::StartBroker("events", 1);
+  ASSERT_NE(broker, nullptr);
+  TempDir dir;
+  WritePipeline(dir.path(), SeenPipeline(broker->bootstrap()));
+  ProduceValues(broker->bootstrap(), "events",
+                {R"({"id":"good","amount":1})", R"({"id":"bad","amount":"abc"})", "not json"});
+  std::string output;
+  std::string db = dir / "pipeline.db";
+  ASSERT_EQ(RunSluice({"run", dir.path(), "-q"}, &output), 0) << output;
+  ASSERT_EQ(QueryOne(db, "SELECT count(*) FROM _sluice_quarantine"), "2");
+  PipelineFiles files = SeenPipeline(broker->bootstrap());
+  files.conf = BasicConf(broker->bootstrap(), "events", "id = TEXT\namount = TEXT");
+  WritePipeline(dir.path(), files);
+  ASSERT_EQ(RunSluice({"reset", dir.path(), "--to", "earliest", "--truncate", "seen", "--yes"}, &output), 0) << output;
+  ASSERT_EQ(RunSluice({"run", dir.path(), "-q"}, &output), 0) << output;
+  EXPECT_EQ(QueryOne(db, "SELECT count(*) FROM seen"), "2");
+  EXPECT_EQ(QueryOne(db, "SELECT count(*) FROM _sluice_quarantine"), "1");  // only the line that is not JSON
+  ASSERT_EQ(RunSluice({"quarantine", dir.path(), "replay"}, &output), 0) << output;
+  EXPECT_EQ(QueryOne(db, "SELECT count(*) || '/' || count(DISTINCT off) FROM seen"), "2/2");
 }
 
 TEST(QuarantineOnce, ExistingDuplicatesAreMergedKeepingTheNewest) {
