@@ -196,8 +196,10 @@ def check_watermarks(brokers, topic, partitions, expected):
 
 
 def copy_pipeline(source, target, group, with_steps):
-    """Copies a pipeline directory with a fresh consumer group (and optionally no steps/)."""
-    ignore = shutil.ignore_patterns("*.db", "*.db-*", "__pycache__", "generate.py", *([] if with_steps else ["steps"]))
+    """Copies a pipeline directory with a fresh consumer group (and optionally no steps/ and no checks/)."""
+    # The checks read what the steps build (temp.stg_orders, the curated tables): without steps they go too.
+    ignore = shutil.ignore_patterns("*.db", "*.db-*", "__pycache__", "generate.py",
+                                    *([] if with_steps else ["steps", "checks"]))
     shutil.copytree(source, target, ignore=ignore)
     conf_path = os.path.join(target, "pipeline.conf")
     with open(conf_path) as f:

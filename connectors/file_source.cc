@@ -152,6 +152,10 @@ int64_t FileSource::ResumeLine() const {
 
 Status FileSource::Open(const StoredOffsetLookup& stored) {
   const std::string& input = partition_.first;
+  std::error_code ec;
+  if (options_.path != "-" && std::filesystem::is_directory(options_.path, ec)) {
+    return Status::IoError("cannot read " + options_.path + ": it is a directory; give one file (or - for stdin)");
+  }
   for (const auto& topic : options_.kafka_topics) {
     if (topic == input) {
       return Status::InvalidInput(
@@ -218,7 +222,8 @@ bool FileSource::NextLine(std::string* line) {
     if (!std::getline(*in_, *line)) return false;
     if (in_->eof() && options_.wait_for_newline && !from_stdin) {
       if (!partial_reported_) {
-        spdlog::info("{}: line {} has no newline yet (is the file still being written?): it is left for the next run",
+        spdlog::warn("{}: line {} has no newline yet (is the file still being written?): it is left for the next run; "
+                     "end the file with a newline if it is complete",
                      options_.path, next_line_);
         partial_reported_ = true;
       }

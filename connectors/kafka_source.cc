@@ -260,7 +260,17 @@ Status KafkaSource::OpenRest() {
   // Wait for the first assignment (possibly empty) so that "caught up" and the
   // first batch refer to partitions this process actually owns.
   auto deadline = Clock::now() + options_.connect_timeout + std::chrono::seconds(15);
+  auto say_at = Clock::now() + std::chrono::seconds(5);
   while (!rebalanced_ && Clock::now() < deadline) {
+    if (options_.stop != nullptr && options_.stop->load()) {
+      return Status::Aborted("stopped while waiting for group '" + options_.group + "' to assign partitions");
+    }
+    if (Clock::now() >= say_at) {
+      spdlog::info("waiting for group {} to assign partitions (a member that stopped without leaving holds them "
+                   "until its session times out)",
+                   options_.group);
+      say_at = deadline;
+    }
     // Messages polled here (right after the assignment) are kept for Fetch.
     SLUICE_RETURN_IF_ERROR(Poll(100, &pending_));
   }

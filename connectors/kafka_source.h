@@ -42,6 +42,9 @@ struct KafkaSourceOptions {
   std::vector<std::pair<std::string, std::string>> properties;
   // How long Open() keeps trying to reach the brokers before failing.
   std::chrono::milliseconds connect_timeout{30000};
+  // When set and true, Open() stops waiting for a group assignment (a
+  // signal asked the process to stop).
+  const std::atomic<bool>* stop = nullptr;
 };
 
 // True for property names that hold secrets (their name contains password,

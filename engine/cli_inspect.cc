@@ -109,7 +109,12 @@ int CommandStatus(const std::vector<std::string>& args) {
   Catalog catalog(db->get(), pipeline->config.source.group);
   Result<OffsetMap> stored = catalog.AllStoredOffsets();
   if (!stored.ok()) {
-    std::cerr << stored.status().message() << "\n";
+    std::cerr << "error: cannot read " << pipeline->config.database << ": " << stored.status().message()
+              << (stored.status().message().find("readonly") != std::string::npos
+                      ? " (a database in WAL mode is read through its -shm file, which needs a writable directory, "
+                        "or a -shm file left by a writer)"
+                      : "")
+              << "\n";
     return kExitFailure;
   }
   KafkaSourceOptions source_options = pipeline->config.source;
@@ -361,6 +366,7 @@ int CommandQuarantine(const std::vector<std::string>& args) {
   // replay
   std::vector<Message> messages;
   int64_t last_rowid = 0;
+  int64_t ahead = 0;  // quarantined messages the next run reads again
   {
     Result<std::unique_ptr<Database>> db = OpenExisting(pipeline->config, true);
     if (!db.ok()) {
@@ -374,8 +380,20 @@ int CommandQuarantine(const std::vector<std::string>& args) {
       std::cerr << rows.status().message() << "\n";
       return kExitFailure;
     }
+    // Messages at or past the stored position (after a reset) are read again
+    // by the next run: replaying them too would stage them twice.
+    Result<OffsetMap> stored = Catalog(db->get(), pipeline->config.source.group).AllStoredOffsets();
+    if (!stored.ok()) {
+      std::cerr << stored.status().message() << "\n";
+      return kExitFailure;
+    }
     while (NextRow(&*rows)) {
       last_rowid = rows->ColumnInt(0);
+      auto position = stored->find({rows->ColumnText(1), static_cast<int32_t>(rows->ColumnInt(2))});
+      if (position != stored->end() && rows->ColumnInt(3) >= position->second) {
+        ++ahead;
+        continue;
+      }
       Message message;
       message.topic = rows->ColumnText(1);
       message.partition = static_cast<int32_t>(rows->ColumnInt(2));
@@ -386,8 +404,13 @@ int CommandQuarantine(const std::vector<std::string>& args) {
       messages.push_back(std::move(message));
     }
   }
+  if (ahead > 0) {
+    std::printf("%lld quarantined message%s lie at or past the stored offsets (after a reset): the next `sluice run` "
+                "reads them again, so they are not replayed\n",
+                static_cast<long long>(ahead), ahead == 1 ? "" : "s");
+  }
   if (messages.empty()) {
-    std::printf("the quarantine is empty\n");
+    std::printf(ahead > 0 ? "nothing to replay\n" : "the quarantine is empty\n");
     return kExitOk;
   }
   size_t count = messages.size();
@@ -403,8 +426,17 @@ int CommandQuarantine(const std::vector<std::string>& args) {
   }
   BatchOptions batch;
   batch.store_offsets = false;
-  batch.before_stage = [last_rowid](Database* db) {
-    return db->Exec("DELETE FROM _sluice_quarantine WHERE rowid <= " + std::to_string(last_rowid));
+  std::string group = pipeline->config.source.group;
+  batch.before_stage = [last_rowid, group](Database* db) {
+    // The rows replayed: up to the last one read, except those the next run reads again.
+    Result<Statement> remove = db->Prepare(
+        "DELETE FROM _sluice_quarantine AS q WHERE rowid <= ?1 AND NOT EXISTS (SELECT 1 FROM _sluice_offsets AS o "
+        "WHERE o.pipeline = ?2 AND o.topic = q.topic AND o.\"partition\" = q.\"partition\" AND q.\"offset\" >= "
+        "o.next_offset)");
+    if (!remove.ok()) return remove.status();
+    remove->BindInt(1, last_rowid);
+    remove->BindText(2, group);
+    return remove->Run();
   };
   Result<BatchOutcome> outcome = (*engine)->RunBatch(batch);
   if (!outcome.ok()) {

@@ -277,6 +277,10 @@ int CommandReset(const std::vector<std::string>& args) {
   }
 
   if (!db) {
+    // A typo in --db would otherwise position a database nobody runs.
+    std::cerr << "warning: there was no database at " << config.database
+              << "; it is created now and holds these positions for the first `sluice run` (check --db or [target] "
+                 "database if that is not what you meant)\n";
     Result<std::unique_ptr<Database>> created = Database::Open(config.database, ResetDatabaseOptions(config));
     if (!created.ok()) {
       std::cerr << created.status().message() << "\n";

@@ -156,8 +156,9 @@ int CommandRun(const std::vector<std::string>& args) {
   if (vm.count("db")) overrides.database = vm["db"].as<std::string>();
   if (vm.count("max-messages")) {
     size_t max = vm["max-messages"].as<size_t>();
-    if (max == 0) {
-      std::cerr << "sluice run: --max-messages must be at least 1\n";
+    // size_t reads "-1" as its largest value: bound it like [batch] max_messages.
+    if (max == 0 || max > 10000000) {
+      std::cerr << "sluice run: --max-messages must be a whole number between 1 and 10000000\n";
       return kExitUsage;
     }
     overrides.max_messages = max;
@@ -210,7 +211,9 @@ int CommandRun(const std::vector<std::string>& args) {
     source = std::make_unique<FileSource>(file);
     engine_options.exclusive_lock = true;
   } else {
-    source = std::make_unique<KafkaSource>(config.source);
+    KafkaSourceOptions options = config.source;
+    options.stop = &g_stop;
+    source = std::make_unique<KafkaSource>(options);
     engine_options.exclusive_lock = config.source.assignment == KafkaSourceOptions::Assignment::kAll;
   }
   std::string described = source->Describe();
@@ -218,7 +221,9 @@ int CommandRun(const std::vector<std::string>& args) {
   // start are retried like the same failures later on ([batch] retry_for).
   auto make_source = [&]() -> std::unique_ptr<BatchSource> {
     if (vm.count("from-file")) return std::make_unique<FileSource>(file);
-    return std::make_unique<KafkaSource>(config.source);
+    KafkaSourceOptions options = config.source;
+    options.stop = &g_stop;
+    return std::make_unique<KafkaSource>(options);
   };
   auto engine = Engine::Open(*pipeline, std::move(source), engine_options);
   auto failing_since = std::chrono::steady_clock::now();
@@ -236,7 +241,7 @@ int CommandRun(const std::vector<std::string>& args) {
     engine = Engine::Open(*pipeline, make_source(), engine_options);
   }
   if (!engine.ok()) {
-    if (g_stop.load() && engine.status().transient()) {
+    if (g_stop.load() && (engine.status().transient() || engine.status().code() == Status::Code::kAborted)) {
       spdlog::info("stopped by {} while waiting to start", SignalName(g_signal.load()));
       return kExitOk;
     }

@@ -288,6 +288,18 @@ Result<PipelineConfig> ParseConfig(const std::string& text, const std::string& d
   if (overrides.max_messages) config.max_messages = *overrides.max_messages;
   if (overrides.database) database = *overrides.database;
   if (config.source.topics.empty()) errors.Add("source", "topic", "is required: the topic (or comma-separated topics) to read");
+  for (size_t topic_idx = 0; topic_idx < config.source.topics.size(); ++topic_idx) {
+    const std::string& topic = config.source.topics[topic_idx];
+    if (std::find(config.source.topics.begin(), config.source.topics.begin() + topic_idx, topic) !=
+        config.source.topics.begin() + topic_idx) {
+      errors.Add("source", "topic", "names '" + topic + "' twice");
+    }
+  }
+  if (database.empty()) {
+    errors.Add("target", "database",
+               overrides.database ? "--db is empty (an unset variable?); give the database's path"
+                                  : "is empty; give the database's path");
+  }
   if (config.source.brokers.empty()) errors.Add("source", "brokers", "is empty; set it or pass --brokers");
   if (config.source.group.empty()) errors.Add("source", "group", "is empty");
   if (!errors.empty()) return errors.ToStatus();

@@ -535,7 +535,10 @@ Status Engine::RunEvery(const RunOptions& options, const std::atomic<bool>& stop
     char when[16];
     std::strftime(when, sizeof(when), "%H:%M:%S", &local);
     spdlog::info("caught up; next pass at {}", when);
-    if (wait.count() > 0) source_->Idle(wait, stop);
+    if (wait.count() > 0) {
+      db_->CheckpointTruncate();
+      source_->Idle(wait, stop);
+    }
   }
   return Status::Ok();
 }

@@ -145,6 +145,7 @@ Result<std::unique_ptr<Database>> Database::Open(const std::string& path, const 
   // PRAGMAs, shadow-table writes).
   sqlite3_db_config(db, SQLITE_DBCONFIG_DEFENSIVE, 1, nullptr);
   sqlite3_busy_timeout(db, options.busy_timeout_ms);
+  database->busy_timeout_ms_ = options.busy_timeout_ms;
   // Step SQL must not load native code.
   sqlite3_db_config(db, SQLITE_DBCONFIG_ENABLE_LOAD_EXTENSION, 0, nullptr);
   sqlite3_db_config(db, SQLITE_DBCONFIG_TRUSTED_SCHEMA, 0, nullptr);
@@ -197,6 +198,13 @@ Status Database::CheckSameFile() {
     if (!moved.empty()) what += "; its write-ahead log was moved aside to " + moved;
   }
   return Status::IoError("the database file " + path_ + " " + what + "; nothing more is committed into it");
+}
+
+void Database::CheckpointTruncate() {
+  if (lost_ || path_ == ":memory:" || path_.empty()) return;
+  sqlite3_busy_timeout(db_, 0);
+  sqlite3_wal_checkpoint_v2(db_, "main", SQLITE_CHECKPOINT_TRUNCATE, nullptr, nullptr);
+  sqlite3_busy_timeout(db_, busy_timeout_ms_);
 }
 
 namespace {

@@ -107,6 +107,11 @@ class Database {
   Status CheckSameFile();
   bool lost() const { return lost_; }
 
+  // Copies the write-ahead log into the database and empties it, if no
+  // reader holds an old snapshot (never waits). Between passes this leaves
+  // no log beside the file that a copy or restore could pick up stale.
+  void CheckpointTruncate();
+
   // While set, a running statement is interrupted (SQLITE_INTERRUPT) as soon
   // as `check` returns true; polled every few thousand virtual machine
   // instructions. Pass nullptr to remove it.
@@ -119,6 +124,7 @@ class Database {
   std::optional<std::pair<uint64_t, uint64_t>> identity_;  // device and inode at open
   std::optional<std::pair<uint64_t, uint64_t>> wal_identity_, shm_identity_;  // our -wal and -shm files
   bool lost_ = false;  // the path no longer names the file open
+  int busy_timeout_ms_ = 0;
   std::function<bool()> interrupt_check_;
 };
 
