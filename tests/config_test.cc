@@ -597,5 +597,17 @@ TEST(LoadPipeline, SeedHeaderWithAQuoteBecomesThatColumnNameAndRunsNothing) {
   EXPECT_EQ(testing::QueryOne(path, "SELECT \"a\"\"b\" FROM customers"), "2");
 }
 
+TEST(Config, ATopicNamedTwiceAndAnEmptyDatabaseAreRefused) {
+  Result<PipelineConfig> twice = ParseConfig("[source]\ntopic = events, events\n", "pipeline.conf", "/tmp/p");
+  ASSERT_FALSE(twice.ok());
+  EXPECT_NE(twice.status().message().find("[source] topic: names 'events' twice"), std::string::npos)
+      << twice.status().message();
+  ConfigOverrides overrides;
+  overrides.database = "";
+  Result<PipelineConfig> empty = ParseConfig("[source]\ntopic = events\n", "pipeline.conf", "/tmp/p", overrides);
+  ASSERT_FALSE(empty.ok());
+  EXPECT_NE(empty.status().message().find("--db is empty"), std::string::npos) << empty.status().message();
+}
+
 }  // namespace
 }  // namespace sluice

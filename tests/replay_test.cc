@@ -400,6 +400,28 @@ TEST(QuarantineOnce, AMessageThatPassesOnRereadLeavesTheQuarantine) {
   EXPECT_EQ(QueryOne(db, "SELECT count(*) || '/' || count(DISTINCT off) FROM seen"), "2/2");
 }
 
+// reset, then replay, then run: the replay must leave to the run what the run
+// reads again, or those messages are staged twice.
+TEST(QuarantineOnce, ReplayAfterAResetLeavesRereadMessagesToTheRun) {
+  auto broker = testing::StartBroker("events", 1);
+  ASSERT_NE(broker, nullptr);
+  TempDir dir;
+  WritePipeline(dir.path(), SeenPipeline(broker->bootstrap()));
+  ProduceValues(broker->bootstrap(), "events", {R"({"id":"good","amount":1})", R"({"id":"bad","amount":"abc"})"});
+  std::string output;
+  std::string db = dir / "pipeline.db";
+  ASSERT_EQ(RunSluice({"run", dir.path(), "-q"}, &output), 0) << output;
+  PipelineFiles files = SeenPipeline(broker->bootstrap());
+  files.conf = BasicConf(broker->bootstrap(), "events", "id = TEXT\namount = TEXT");
+  WritePipeline(dir.path(), files);
+  ASSERT_EQ(RunSluice({"reset", dir.path(), "--to", "earliest", "--truncate", "seen", "--yes"}, &output), 0) << output;
+  ASSERT_EQ(RunSluice({"quarantine", dir.path(), "replay"}, &output), 0) << output;
+  EXPECT_TRUE(Contains(output, "the next `sluice run` reads them again")) << output;
+  ASSERT_EQ(RunSluice({"run", dir.path(), "-q"}, &output), 0) << output;
+  EXPECT_EQ(QueryOne(db, "SELECT count(*) || '/' || count(DISTINCT off) FROM seen"), "2/2");
+  EXPECT_EQ(QueryOne(db, "SELECT count(*) FROM _sluice_quarantine"), "0");
+}
+
 TEST(QuarantineOnce, ExistingDuplicatesAreMergedKeepingTheNewest) {
   TempDir dir;
   WritePipeline(dir.path(), SeenPipeline());
