@@ -47,9 +47,11 @@ TEST(KafkaReset, ToTimeLandsWhereTheBrokerSays) {
 
   // An epoch-ms time inside both partitions.
   const int64_t when = t0 + 7300;
+  // The broker's own answer is the reference (8 and 7 when the producer kept
+  // the order; a producer retry can reorder, so it is read, not assumed).
   std::map<int32_t, int64_t> broker = kafka->OffsetsForTime(topic, 3, when);
-  ASSERT_EQ(broker[0], 8);
-  ASSERT_EQ(broker[1], 7);
+  ASSERT_GE(broker[0], 0);
+  ASSERT_GE(broker[1], 0);
   ASSERT_EQ(testing::RunSluice({"reset", pipeline, "--to", std::to_string(when), "--yes"}, &output), 0) << output;
   auto marks = kafka->Watermarks(topic, 3);
   for (int p = 0; p < 3; ++p) {
@@ -61,7 +63,7 @@ TEST(KafkaReset, ToTimeLandsWhereTheBrokerSays) {
   // status: lag against the broker's log end offsets.
   rapidjson::Document status;
   ASSERT_TRUE(testing::StatusJson(pipeline, kafka->bootstrap(), &status, &output)) << output;
-  EXPECT_EQ(status["total_lag"].GetInt64(), (20 - 8) + (10 - 7)) << output;
+  EXPECT_EQ(status["total_lag"].GetInt64(), (20 - broker[0]) + (10 - broker[1])) << output;
   for (const auto& partition : status["partitions"].GetArray()) {
     int p = partition["partition"].GetInt();
     EXPECT_EQ(partition["end_offset"].GetInt64(), marks[p].second) << output;
@@ -71,17 +73,19 @@ TEST(KafkaReset, ToTimeLandsWhereTheBrokerSays) {
   // empty partition 2) go to the log end, partition 0 to the broker's answer.
   const std::string iso = "2026-09-21T14:13:32Z";  // t0 + 12000
   broker = kafka->OffsetsForTime(topic, 3, t0 + 12000);
-  ASSERT_EQ(broker[0], 12);
+  ASSERT_GE(broker[0], 0);
   ASSERT_EQ(broker[1], -1);
+  const int64_t from = broker[0];  // 12 when the producer kept the order
   ASSERT_EQ(testing::RunSluice({"reset", pipeline, "--to", iso, "--yes"}, &output), 0) << output;
-  EXPECT_EQ(StoredOffset(db, topic, 0), "12") << output;
+  EXPECT_EQ(StoredOffset(db, topic, 0), std::to_string(from)) << output;
   EXPECT_EQ(StoredOffset(db, topic, 1), "10") << output;
   EXPECT_EQ(StoredOffset(db, topic, 2), "0") << output;
 
   // The next run reads exactly from there.
   ASSERT_EQ(testing::RunBounded({"run", pipeline}, std::chrono::seconds(60), &output, dir / "run2.log"), 0) << output;
-  EXPECT_EQ(QueryOne(db, "select count(*) from events where part = 0 and off >= 12"), "16");  // 8 + 8 re-read
-  EXPECT_EQ(QueryOne(db, "select count(*) from events"), "38");
+  EXPECT_EQ(QueryOne(db, "select count(*) from events where part = 0 and off >= " + std::to_string(from)),
+            std::to_string(2 * (20 - from)));  // read, then re-read
+  EXPECT_EQ(QueryOne(db, "select count(*) from events"), std::to_string(30 + (20 - from)));
   ASSERT_TRUE(testing::StatusJson(pipeline, kafka->bootstrap(), &status, &output)) << output;
   EXPECT_EQ(status["total_lag"].GetInt64(), 0) << output;
 }
