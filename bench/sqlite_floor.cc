@@ -1,7 +1,7 @@
 // sqlite_floor: SQLite's own ceiling for a pipeline, the figure sluice is
 // measured against. Before the clock starts it reads a JSONL file of events
 // and turns every line into the row sluice would stage: the typed columns
-// (cast by sluice's own RowParser, so the values are the same) and the
+// (cast by sluice's own JSON decoder, so the values are the same) and the
 // _kafka_* metadata that `sluice produce --key-field F --timestamp-field F`
 // gives the message (partition chosen like librdkafka's default partitioner,
 // offsets counted per partition in file order). Messages sluice would
@@ -37,11 +37,12 @@
 
 #include "connectors/producer.h"
 #include "engine/config.h"
-#include "sql/catalog.h"
-#include "sql/database.h"
-#include "sql/seeds.h"
-#include "sql/sql_file.h"
-#include "sql/staging.h"
+#include "sql/sqlite/catalog.h"
+#include "sql/sqlite/database.h"
+#include "sql/sqlite/seeds.h"
+#include "sql/sqlite/sql_file.h"
+#include "connectors/json_decoder.h"
+#include "sql/sqlite/staging.h"
 
 namespace {
 
@@ -197,7 +198,9 @@ sluice::Result<Events> LoadEvents(const Options& options, const std::vector<slui
   if (!in) return sluice::Status::IoError("cannot read " + options.input);
   const int partitions = options.partitions;
   Events events;
-  sluice::RowParser parser(columns);
+  sluice::JsonDecoder decoder(columns);
+  sluice::Message message;
+  sluice::DecodedRow row;
   std::vector<int64_t> next_offset(static_cast<size_t>(partitions), 0);
   int64_t unkeyed = 0;
   int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -221,14 +224,14 @@ sluice::Result<Events> LoadEvents(const Options& options, const std::vector<slui
     event.value = events.Store(line);
     event.first_cell = events.cells.size();
 
-    std::optional<std::string> value(line);
-    sluice::Status parsed = parser.Parse(value);
-    if (!parsed.ok()) {
+    message.value = line;
+    decoder.Decode(message, &row);
+    if (row.error) {
       event.error = static_cast<int64_t>(events.errors.size());
-      events.errors.push_back(parsed.message());
+      events.errors.push_back(*row.error);
       events.cells.resize(events.cells.size() + columns.size());
     } else {
-      for (const sluice::Cell& cell : parser.cells()) {
+      for (const sluice::Cell& cell : row.cells) {
         StoredCell stored;
         stored.kind = cell.kind;
         stored.int_value = cell.int_value;

@@ -1,5 +1,5 @@
 // staging_bench: micro-benchmarks of sluice's hot path, one message at a time.
-//   parse/<case>   RowParser::Parse: JSON into typed cells
+//   parse/<case>   JsonDecoder::Decode: JSON into typed cells
 //   insert/<case>  binding those cells (and the _kafka_* metadata) into the
 //                  staging insert and stepping it: the SQLite share
 //   write/<case>   StagingWriter::Write: both, as `sluice run` does per message
@@ -16,9 +16,10 @@
 #include <utility>
 #include <vector>
 
-#include "sql/catalog.h"
-#include "sql/database.h"
-#include "sql/staging.h"
+#include "sql/sqlite/catalog.h"
+#include "sql/sqlite/database.h"
+#include "connectors/json_decoder.h"
+#include "sql/sqlite/staging.h"
 
 namespace {
 
@@ -112,12 +113,13 @@ struct StagingDb {
 };
 
 void BM_Parse(benchmark::State& state, const Case& bench_case) {
-  sluice::RowParser parser(Columns(bench_case));
-  const std::optional<std::string> value = bench_case.value;
+  sluice::JsonDecoder decoder(Columns(bench_case));
+  const sluice::Message message = MessageFor(bench_case);
+  sluice::DecodedRow row;
   for (auto _ : state) {
-    sluice::Status status = parser.Parse(value);
-    benchmark::DoNotOptimize(status);
-    benchmark::DoNotOptimize(parser.cells().data());
+    decoder.Decode(message, &row);
+    benchmark::DoNotOptimize(row.error);
+    benchmark::DoNotOptimize(row.cells.data());
   }
   state.SetItemsProcessed(state.iterations());
   state.SetBytesProcessed(state.iterations() * static_cast<int64_t>(bench_case.value.size()));
@@ -126,9 +128,11 @@ void BM_Parse(benchmark::State& state, const Case& bench_case) {
 // The binding StagingWriter::Write does for a parsed row, on its own.
 void BM_Insert(benchmark::State& state, const Case& bench_case) {
   std::vector<sluice::ColumnSpec> columns = Columns(bench_case);
-  sluice::RowParser parser(columns);
+  sluice::JsonDecoder decoder(columns);
   const sluice::Message message = MessageFor(bench_case);
-  if (!parser.Parse(message.value).ok()) {
+  sluice::DecodedRow row;
+  decoder.Decode(message, &row);
+  if (row.error) {
     state.SkipWithError("the message does not parse: no insert to measure");
     return;
   }
@@ -163,7 +167,7 @@ void BM_Insert(benchmark::State& state, const Case& bench_case) {
   int64_t rows = 0;
   for (auto _ : state) {
     int index = 1;
-    for (const sluice::Cell& cell : parser.cells()) {
+    for (const sluice::Cell& cell : row.cells) {
       switch (cell.kind) {
         case sluice::Cell::Kind::kNull: insert->BindNull(index); break;
         case sluice::Cell::Kind::kInt: insert->BindInt(index, cell.int_value); break;
@@ -201,10 +205,13 @@ void BM_Write(benchmark::State& state, const Case& bench_case) {
     return;
   }
   const sluice::Message message = MessageFor(bench_case);
+  sluice::JsonDecoder decoder(Columns(bench_case));
+  sluice::DecodedRow row;
   sluice::StageCounts counts;
   int64_t rows = 0;
   for (auto _ : state) {
-    sluice::Status status = staging->writer->Write(message, 1, &counts);
+    decoder.Decode(message, &row);
+    sluice::Status status = staging->writer->Write(message, row, 1, &counts);
     if (!status.ok()) {
       state.SkipWithError(status.message().c_str());
       break;

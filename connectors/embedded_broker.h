@@ -9,7 +9,7 @@
 #include <memory>
 #include <string>
 
-#include "engine/status.h"
+#include "common/status.h"
 
 struct rd_kafka_s;
 struct rd_kafka_mock_cluster_s;

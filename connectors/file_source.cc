@@ -1,6 +1,8 @@
 // FileSource implementation.
 #include "connectors/file_source.h"
 
+#include "common/time.h"
+
 #include <spdlog/spdlog.h>
 
 #include <rapidjson/document.h>
@@ -65,62 +67,6 @@ std::string JsonText(const rapidjson::Value& value) {
 }
 
 }  // namespace
-
-std::optional<int64_t> ParseIsoMillisStrict(const std::string& text) {
-  // YYYY-MM-DDTHH:MM:SS[.fraction](Z|+HH:MM|-HH:MM|+HHMM|-HHMM)
-  auto digits = [&](size_t at, size_t count, int* out) {
-    if (at + count > text.size()) return false;
-    int v = 0;
-    for (size_t i = at; i < at + count; ++i) {
-      if (text[i] < '0' || text[i] > '9') return false;
-      v = v * 10 + (text[i] - '0');
-    }
-    *out = v;
-    return true;
-  };
-  int year, month, day, hour, minute, second;
-  if (!digits(0, 4, &year) || text.size() < 20 || text[4] != '-' || !digits(5, 2, &month) || text[7] != '-' ||
-      !digits(8, 2, &day) || (text[10] != 'T' && text[10] != 't') || !digits(11, 2, &hour) || text[13] != ':' ||
-      !digits(14, 2, &minute) || text[16] != ':' || !digits(17, 2, &second)) {
-    return std::nullopt;
-  }
-  static const int kDays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-  bool leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
-  if (month < 1 || month > 12 || day < 1 || day > kDays[month - 1] || (month == 2 && day == 29 && !leap) ||
-      hour > 23 || minute > 59 || second > 59) {
-    return std::nullopt;
-  }
-  size_t at = 19;
-  int64_t millis = 0;
-  if (at < text.size() && text[at] == '.') {
-    ++at;
-    size_t first = at;
-    int64_t scale = 100;
-    while (at < text.size() && text[at] >= '0' && text[at] <= '9') {
-      millis += (text[at] - '0') * scale;
-      scale /= 10;
-      ++at;
-    }
-    if (at == first) return std::nullopt;
-  }
-  int64_t offset_minutes = 0;
-  std::string zone = text.substr(at);
-  if (zone == "Z" || zone == "z") {
-    offset_minutes = 0;
-  } else if (zone.size() >= 5 && (zone[0] == '+' || zone[0] == '-')) {
-    int zh, zm;
-    bool colon = zone.size() == 6 && zone[3] == ':';
-    if (!digits(at + 1, 2, &zh) || !(colon ? digits(at + 4, 2, &zm) : zone.size() == 5 && digits(at + 3, 2, &zm)) ||
-        zh > 23 || zm > 59) {
-      return std::nullopt;
-    }
-    offset_minutes = (zone[0] == '-' ? -1 : 1) * (zh * 60 + zm);
-  } else {
-    return std::nullopt;
-  }
-  int64_t seconds = DaysFromCivil(year, month, day) * 86400 + hour * 3600 + minute * 60 + second - offset_minutes * 60;
-  return seconds * 1000 + millis;
-}
 
 FileSource::FileSource(FileSourceOptions options) : options_(std::move(options)) {
   std::string topic = options_.path == "-" ? "stdin" : std::filesystem::path(options_.path).filename().string();
@@ -294,7 +240,7 @@ void FileSource::ParseLine(const std::string& line, int64_t line_number, const s
   if (const rapidjson::Value* timestamp = take("_kafka_timestamp")) {
     std::optional<int64_t> ms;
     if (timestamp->IsString()) {
-      ms = ParseIsoMillisStrict(std::string(timestamp->GetString(), timestamp->GetStringLength()));
+      ms = ParseIsoMillis(std::string_view(timestamp->GetString(), timestamp->GetStringLength()), ZoneRule::kRequired);
       if (ms && *ms < 0) ms.reset();
     } else if (timestamp->IsNull()) {
       message->timestamp.reset();

@@ -72,11 +72,6 @@ struct FileSourceOptions {
   FileInputStore store;
 };
 
-// Strict ISO-8601 with a zone ("2026-11-21T08:00:00.123Z", "+01:00", "+0100")
-// to ms since the epoch; nullopt for anything else (no zone, out-of-range
-// fields, trailing text).
-std::optional<int64_t> ParseIsoMillisStrict(const std::string& text);
-
 class FileSource : public BatchSource {
  public:
   explicit FileSource(FileSourceOptions options);

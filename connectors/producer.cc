@@ -146,63 +146,6 @@ Status ApplyFields(const ProducerOptions& options, const std::string& line, Outg
 
 }  // namespace
 
-std::optional<int64_t> ParseIsoMillis(const std::string& text) {
-  int year, month, day, hour, minute, second;
-  int consumed = 0;
-  if (std::sscanf(text.c_str(), "%4d-%2d-%2d%*1[Tt ]%2d:%2d:%2d%n", &year, &month, &day, &hour, &minute, &second,
-                  &consumed) != 6) {
-    return std::nullopt;
-  }
-  std::string rest = text.substr(static_cast<size_t>(consumed));
-  int64_t millis = 0;
-  if (!rest.empty() && rest[0] == '.') {
-    size_t digits = 1;
-    int64_t scale = 100;
-    while (digits < rest.size() && std::isdigit(static_cast<unsigned char>(rest[digits]))) {
-      millis += (rest[digits] - '0') * scale;
-      scale /= 10;
-      ++digits;
-    }
-    rest = rest.substr(digits);
-  }
-  // The zone: Z, nothing (UTC), or +HH:MM / +HHMM / +HH, exactly.
-  int64_t offset_minutes = 0;
-  if (rest == "Z" || rest == "z" || rest.empty()) {
-    offset_minutes = 0;
-  } else if (rest[0] == '+' || rest[0] == '-') {
-    std::string zone = rest.substr(1);
-    if (zone.size() == 5 && zone[2] == ':') zone.erase(2, 1);
-    if ((zone.size() != 2 && zone.size() != 4) ||
-        !std::all_of(zone.begin(), zone.end(), [](char c) { return std::isdigit(static_cast<unsigned char>(c)); })) {
-      return std::nullopt;
-    }
-    int zone_hours = std::stoi(zone.substr(0, 2));
-    int zone_minutes = zone.size() == 4 ? std::stoi(zone.substr(2, 2)) : 0;
-    if (zone_hours > 23 || zone_minutes > 59) return std::nullopt;
-    offset_minutes = (rest[0] == '-' ? -1 : 1) * (zone_hours * 60 + zone_minutes);
-  } else {
-    return std::nullopt;
-  }
-  if (month < 1 || month > 12 || day < 1 || day > 31 || hour > 23 || minute > 59 || second > 59 || hour < 0 ||
-      minute < 0 || second < 0) {
-    return std::nullopt;
-  }
-  std::tm tm{};
-  tm.tm_year = year - 1900;
-  tm.tm_mon = month - 1;
-  tm.tm_mday = day;
-  tm.tm_hour = hour;
-  tm.tm_min = minute;
-  tm.tm_sec = second;
-  std::time_t local = timegm(&tm);
-  // timegm normalises 2026-02-30 to March 2: such a date does not exist.
-  std::tm check{};
-  gmtime_r(&local, &check);
-  if (check.tm_mday != day || check.tm_mon != month - 1) return std::nullopt;
-  int64_t seconds = static_cast<int64_t>(local) - offset_minutes * 60;
-  return seconds * 1000 + millis;
-}
-
 Status ProduceLines(const ProducerOptions& options, std::istream& in, ProduceReport* report) {
   *report = ProduceReport();
   Result<std::unique_ptr<Publisher>> publisher = Publisher::Create(options.brokers, options.properties, report);

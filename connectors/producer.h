@@ -11,7 +11,8 @@
 #include <utility>
 #include <vector>
 
-#include "engine/status.h"
+#include "common/status.h"
+#include "common/time.h"
 
 namespace sluice {
 
@@ -51,10 +52,6 @@ Status ProduceLines(const ProducerOptions& options, std::istream& in, ProduceRep
 Result<std::map<int32_t, int64_t>> LowWatermarks(const std::string& brokers,
                                                  const std::vector<std::pair<std::string, std::string>>& properties,
                                                  const std::string& topic);
-
-// Parses ISO-8601 "YYYY-MM-DDTHH:MM:SS[.fff][Z|+HH:MM|-HH:MM]" into epoch
-// milliseconds (no zone means UTC).
-std::optional<int64_t> ParseIsoMillis(const std::string& text);
 
 // One message with explicit fields, for tests that need keys, tombstones or
 // exact partitions. Synchronous: returns after the delivery report.

@@ -11,7 +11,7 @@
 #include <set>
 #include <sstream>
 
-#include "sql/database.h"
+#include "sql/identifier.h"
 
 namespace sluice {
 namespace fs = std::filesystem;

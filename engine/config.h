@@ -11,11 +11,11 @@
 #include <utility>
 #include <vector>
 
+#include "common/status.h"
+#include "connectors/decoder.h"
 #include "connectors/kafka_source.h"
-#include "engine/status.h"
-#include "sql/seeds.h"
+#include "sql/seed_file.h"
 #include "sql/sql_file.h"
-#include "sql/staging.h"
 
 namespace sluice {
 

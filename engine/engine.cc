@@ -3,8 +3,6 @@
 
 #include <spdlog/spdlog.h>
 
-#include <sys/stat.h>
-
 #include <algorithm>
 #include <ctime>
 #include <limits>
@@ -12,9 +10,7 @@
 #include <thread>
 
 #include "engine/crash_point.h"
-#include "engine/validate.h"
-#include "sql/seeds.h"
-#include "sql/sql_file.h"
+#include "common/time.h"
 
 namespace sluice {
 namespace {
@@ -59,30 +55,29 @@ std::string DescribeOffsets(const OffsetMap& offsets) {
 Result<std::unique_ptr<Engine>> Engine::Open(const Pipeline& pipeline, std::unique_ptr<BatchSource> source,
                                              const EngineOptions& options) {
   std::unique_ptr<Engine> engine(new Engine(pipeline, std::move(source)));
-  Result<std::unique_ptr<PipelineLock>> lock = PipelineLock::Acquire(pipeline.config.database, options.exclusive_lock, options.lock_hint);
-  if (!lock.ok()) return lock.status();
-  engine->lock_ = std::move(*lock);
-  DatabaseOptions db_options;
-  db_options.busy_timeout_ms = pipeline.config.busy_timeout_ms;
-  db_options.file_mode = pipeline.config.file_mode;
-  Result<std::unique_ptr<Database>> db = Database::Open(pipeline.config.database, db_options);
-  if (!db.ok()) return db.status();
-  engine->db_ = std::move(*db);
-  // Offsets belong to the pipeline, identified by its consumer group.
-  engine->catalog_ = std::make_unique<Catalog>(engine->db_.get(), pipeline.config.source.group);
+  TargetOptions target_options;
+  target_options.database = pipeline.config.database;
+  target_options.pipeline = pipeline.config.source.group;  // offsets belong to the pipeline's consumer group
+  target_options.busy_timeout_ms = pipeline.config.busy_timeout_ms;
+  target_options.file_mode = pipeline.config.file_mode;
+  target_options.lock = options.exclusive_lock ? TargetOptions::Lock::kExclusive : TargetOptions::Lock::kShared;
+  target_options.lock_hint = options.lock_hint;
+  Result<std::unique_ptr<Target>> target = Target::Open(target_options);
+  if (!target.ok()) return target.status();
+  engine->target_ = std::move(*target);
   Engine* self = engine.get();
-  engine->db_->SetInterruptCheck([self] {
+  engine->target_->SetInterruptCheck([self] {
     if (!self->interruptible_) return false;
     return self->Stopping() || (self->step_deadline_ && Clock::now() > *self->step_deadline_);
   });
   SLUICE_RETURN_IF_ERROR(engine->Prepare());
 
-  Catalog* catalog = engine->catalog_.get();
+  Target* target_ptr = engine->target_.get();
   // A renamed [source] group is a new pipeline to the offsets: say so when
   // other pipelines have read these topics into this database.
-  Result<OffsetMap> own = catalog->AllStoredOffsets();
+  Result<OffsetMap> own = target_ptr->AllStoredOffsets();
   if (own.ok() && own->empty()) {
-    Result<std::vector<std::string>> others = catalog->OtherPipelines(pipeline.config.source.topics);
+    Result<std::vector<std::string>> others = target_ptr->OtherPipelines(pipeline.config.source.topics);
     if (others.ok() && !others->empty()) {
       std::string names;
       for (const auto& name : *others) names += (names.empty() ? "'" : ", '") + name + "'";
@@ -92,9 +87,9 @@ Result<std::unique_ptr<Engine>> Engine::Open(const Pipeline& pipeline, std::uniq
                    pipeline.config.source.group, pipeline.config.database, names);
     }
   }
-  std::string opened_at = Catalog::Now();
-  engine->source_->SetLastReadLookup([catalog]() { return catalog->LastRead(); });
-  Status opened = engine->source_->Open([catalog]() { return catalog->AllStoredOffsets(); });
+  std::string opened_at = NowIso();
+  engine->source_->SetLastReadLookup([target_ptr]() { return target_ptr->LastRead(); });
+  Status opened = engine->source_->Open([target_ptr]() { return target_ptr->AllStoredOffsets(); });
   if (!opened.ok() && opened.code() != Status::Code::kDataLoss) return opened;
   if (!opened.ok()) {
     // Data loss or a log that is not the one read is recorded as a failed
@@ -103,9 +98,7 @@ Result<std::unique_ptr<Engine>> Engine::Open(const Pipeline& pipeline, std::uniq
     record.started_at = opened_at;
     record.status = "failed";
     record.error = opened.message();
-    if (Result<std::unique_ptr<Transaction>> tx = Transaction::Begin(engine->db_.get()); tx.ok()) {
-      if (catalog->FinishRun(record).ok()) (void)(*tx)->Commit();
-    }
+    (void)target_ptr->FinishRun(record);
     return opened;
   }
   engine->source_open_ = true;
@@ -117,23 +110,21 @@ Engine::~Engine() {
 }
 
 Status Engine::Prepare() {
-  Result<std::unique_ptr<Transaction>> tx = Transaction::Begin(db_.get());
-  if (!tx.ok()) return tx.status();
-  SLUICE_RETURN_IF_ERROR(catalog_->Install().WithContext("cannot create sluice's tables in " + db_->path()));
-  if (catalog_->migrated()) {
+  SLUICE_RETURN_IF_ERROR(
+      target_->Prepare(pipeline_.schema, pipeline_.config.columns, pipeline_.config.retention));
+  if (target_->migrated()) {
     spdlog::info("_sluice_offsets is now keyed by pipeline; its rows were assigned to pipeline '{}' (consumer group)",
                  pipeline_.config.source.group);
   }
-  if (pipeline_.schema) SLUICE_RETURN_IF_ERROR(RunSqlFile(db_.get(), *pipeline_.schema));
-  Result<std::unique_ptr<StagingWriter>> staging =
-      StagingWriter::Create(db_.get(), pipeline_.config.columns, pipeline_.config.retention,
-                            pipeline_.config.source.group);
-  if (!staging.ok()) return staging.status();
-  staging_ = std::move(*staging);
-  SLUICE_RETURN_IF_ERROR((*tx)->Commit());
+  Result<std::unique_ptr<Decoder>> decoder = MakeDecoder("json", pipeline_.config.columns);
+  if (!decoder.ok()) return decoder.status();
+  decoder_ = std::move(*decoder);
   // Check the steps against an empty batch before anything is consumed: a
   // syntax error or a missing table fails here, naming the file and line.
-  return DryRunSteps(db_.get(), pipeline_).WithContext("pipeline check failed (nothing was consumed)");
+  std::vector<SqlFile> checks;
+  for (const auto& check : pipeline_.checks) checks.push_back(check.file);
+  return target_->CheckSteps(pipeline_.steps, checks, pipeline_.seeds)
+      .WithContext("pipeline check failed (nothing was consumed)");
 }
 
 Status Engine::RecordFailure(RunRecord record, const Status& error) {
@@ -149,7 +140,7 @@ Status Engine::RecordFailure(RunRecord record, const Status& error) {
   record.run_id = 0;
   record.status = "failed";
   record.error = error.message();
-  if (db_->lost()) {
+  if (!target_->usable()) {
     // The database was deleted or replaced: writing the failed run would
     // only feed a log file nobody will read.
     spdlog::error("batch failed: {}", error.message());
@@ -157,11 +148,8 @@ Status Engine::RecordFailure(RunRecord record, const Status& error) {
     return error;
   }
   Status recorded = [&]() -> Status {
-    Result<std::unique_ptr<Transaction>> tx = Transaction::Begin(db_.get());
-    if (!tx.ok()) return tx.status();
-    Result<int64_t> id = catalog_->FinishRun(record);
+    Result<int64_t> id = target_->FinishRun(record);
     if (!id.ok()) return id.status();
-    SLUICE_RETURN_IF_ERROR((*tx)->Commit());
     spdlog::error("run {} failed: {}", *id, error.message());
     return Status::Ok();
   }();
@@ -174,28 +162,10 @@ Status Engine::RecordFailure(RunRecord record, const Status& error) {
   return error;
 }
 
-void Engine::CheckWal() {
-  if (db_->path() == ":memory:" || db_->path().empty()) return;
-  struct stat wal, main;
-  if (::stat((db_->path() + "-wal").c_str(), &wal) != 0 || ::stat(db_->path().c_str(), &main) != 0) return;
-  const int64_t bound = std::max<int64_t>(4 * static_cast<int64_t>(main.st_size), 64LL << 20);
-  if (wal.st_size <= bound) return;
-  // Checkpoint what readers allow; the log only shrinks once no reader holds
-  // a snapshot older than its end.
-  Status checkpointed = db_->Exec("PRAGMA wal_checkpoint(PASSIVE)");
-  if (!checkpointed.ok()) spdlog::debug("checkpoint: {}", checkpointed.message());
-  if (Clock::now() - wal_warned_ < std::chrono::minutes(10) && wal_warned_ != Clock::time_point{}) return;
-  wal_warned_ = Clock::now();
-  spdlog::warn("the write-ahead log {}-wal is {} MiB ({} MiB database): a reader holds an old snapshot (an open "
-               "transaction in a sqlite3 shell, a BI tool or a notebook), so SQLite cannot reuse it. End that "
-               "transaction; the log is reused at the next checkpoint",
-               db_->path(), wal.st_size >> 20, main.st_size >> 20);
-}
-
 Result<BatchOutcome> Engine::RunBatch(const BatchOptions& options) {
   BatchOutcome outcome;
   RunRecord& record = outcome.record;
-  record.started_at = Catalog::Now();
+  record.started_at = NowIso();
   record.status = "running";
   batch_.clear();
 
@@ -230,11 +200,11 @@ Result<BatchOutcome> Engine::RunBatch(const BatchOptions& options) {
   record.messages = static_cast<int64_t>(batch_.size());
 
   // Everything below commits together or not at all.
-  std::unique_ptr<Transaction> txn;
+  bool in_batch = false;
   auto fail = [&](const Status& error) -> Status {
     interruptible_ = false;
     step_deadline_.reset();
-    if (txn) txn->Rollback();
+    if (in_batch) target_->RollbackBatch();
     Status reported = RecordFailure(record, error);
     // The batch is gone; fetch it again if this process carries on.
     OffsetMap rewind;
@@ -246,10 +216,10 @@ Result<BatchOutcome> Engine::RunBatch(const BatchOptions& options) {
     if (!rewound.ok()) spdlog::warn("cannot re-position after the failed batch: {}", rewound.message());
     return reported;
   };
-  Result<std::unique_ptr<Transaction>> tx = Transaction::Begin(db_.get());
-  if (!tx.ok()) return fail(tx.status());
-  txn = std::move(*tx);
-  Result<int64_t> run_id = catalog_->BeginRun(record.started_at);
+  Status begun = target_->BeginBatch();
+  if (!begun.ok()) return fail(begun);
+  in_batch = true;
+  Result<int64_t> run_id = target_->BeginRun(record.started_at);
   if (!run_id.ok()) return fail(run_id.status());
   record.run_id = *run_id;
   outcome.run_id = *run_id;
@@ -257,11 +227,11 @@ Result<BatchOutcome> Engine::RunBatch(const BatchOptions& options) {
   auto stage_start = Clock::now();
   interruptible_ = true;
   if (options.before_stage) {
-    Status before = options.before_stage(db_.get());
+    Status before = options.before_stage(target_.get());
     if (!before.ok()) return fail(before);
   }
   std::vector<std::string> loaded_seeds;
-  Status st = LoadChangedSeeds(db_.get(), pipeline_.seeds, &loaded_seeds);
+  Status st = target_->LoadChangedSeeds(pipeline_.seeds, &loaded_seeds);
   if (!st.ok()) return fail(st);
   if (!loaded_seeds.empty()) {
     std::string names;
@@ -270,16 +240,19 @@ Result<BatchOutcome> Engine::RunBatch(const BatchOptions& options) {
     spdlog::info("run {}: reloaded seeds {}", record.run_id, names);
   }
   CrashPoint("after_seeds");
-  st = staging_->Clear();
+  st = target_->ClearStaging();
   if (!st.ok()) return fail(st);
   StageCounts counts;
   for (const auto& message : batch_) {
-    st = staging_->Write(message, record.run_id, &counts);
+    auto decode_start = Clock::now();
+    decoder_->Decode(message, &row_);
+    counts.parse_ms += MillisSince(decode_start);
+    st = target_->Stage(message, row_, record.run_id, &counts);
     if (!st.ok()) return fail(st);
   }
   record.staged = counts.staged;
   record.quarantined = counts.quarantined;
-  st = catalog_->ClearPassedQuarantine(record.ranges, record.run_id);
+  st = target_->ClearPassedQuarantine(record.ranges, record.run_id);
   if (!st.ok()) return fail(st);
   record.stage_ms = MillisSince(stage_start);
   record.parse_ms = counts.parse_ms;
@@ -289,7 +262,7 @@ Result<BatchOutcome> Engine::RunBatch(const BatchOptions& options) {
   for (const auto& step : pipeline_.steps) {
     auto step_start = Clock::now();
     if (pipeline_.config.step_timeout.count() > 0) step_deadline_ = step_start + pipeline_.config.step_timeout;
-    st = RunSqlFile(db_.get(), step);
+    st = target_->RunStep(step);
     if (!st.ok() && step_deadline_ && Clock::now() > *step_deadline_ && !Stopping()) {
       st = Status::SqlError(step.display + ": ran longer than [batch] step_timeout (" +
                             std::to_string(pipeline_.config.step_timeout.count() / 1000) +
@@ -303,7 +276,7 @@ Result<BatchOutcome> Engine::RunBatch(const BatchOptions& options) {
   // Data checks, inside the batch: a failing check rolls everything back,
   // so bad data never commits; a warning check only records its count.
   for (const auto& check : pipeline_.checks) {
-    Result<CheckOutcome> found = RunCheckFile(db_.get(), check.file);
+    Result<CheckOutcome> found = target_->RunCheck(check.file);
     if (!found.ok()) return fail(found.status());
     std::string sample;
     for (const auto& row : found->sample) sample += (sample.empty() ? "" : "; ") + row;
@@ -319,7 +292,7 @@ Result<BatchOutcome> Engine::RunBatch(const BatchOptions& options) {
       record.notes += (record.notes.empty() ? "" : "; ") + check.file.display + ": " + std::to_string(found->rows) +
                       " rows (warn)";
     }
-    st = catalog_->RecordCheck(check.file.display, check.warn_only ? "warn" : "error", found->rows, sample,
+    st = target_->RecordCheck(check.file.display, check.warn_only ? "warn" : "error", found->rows, sample,
                                record.run_id);
     if (!st.ok()) return fail(st);
   }
@@ -340,7 +313,7 @@ Result<BatchOutcome> Engine::RunBatch(const BatchOptions& options) {
   for (const auto& [tp, next] : next_offsets) {
     if (!outcome.committed.count(tp)) touched.push_back(tp);
   }
-  Result<OffsetMap> stored = catalog_->StoredOffsets(touched);
+  Result<OffsetMap> stored = target_->StoredOffsets(touched);
   if (!stored.ok()) return fail(stored.status());
   for (const auto& [tp, position] : next_offsets) {
     auto start = start_offsets.find(tp);
@@ -358,7 +331,8 @@ Result<BatchOutcome> Engine::RunBatch(const BatchOptions& options) {
                                          (start == start_offsets.end() ? std::string("an unknown offset")
                                                                        : std::to_string(start->second)) +
                                          "; another process advanced it, so this batch was rolled back");
-      txn->Rollback();
+      target_->RollbackBatch();
+      in_batch = false;
       (void)RecordFailure(record, conflict);  // logs it; the conflict is returned below
       Status rewound = source_->Rewind(*stored);
       if (!rewound.ok()) return rewound;
@@ -372,22 +346,21 @@ Result<BatchOutcome> Engine::RunBatch(const BatchOptions& options) {
     TopicPartition tp{message->topic, message->partition};
     if (outcome.committed.count(tp) && !last_read.count(tp)) last_read[tp] = {message->offset, Fingerprint(*message)};
   }
-  st = catalog_->StoreOffsets(outcome.committed, record.run_id, &last_read);
+  st = target_->StoreOffsets(outcome.committed, record.run_id, &last_read);
   if (!st.ok()) return fail(st);
   record.status = "ok";
   record.commit_ms = MillisSince(commit_start);
-  Result<int64_t> finished = catalog_->FinishRun(record);
+  Result<int64_t> finished = target_->FinishRun(record);
   if (!finished.ok()) return fail(finished.status());
-  // The file we opened must still be the one the path names: a deleted or
-  // replaced database would take the batch (and, after it, the group's
-  // offsets) with it.
-  st = db_->CheckSameFile();
-  if (!st.ok()) return fail(st);
   CrashPoint("before_sqlite_commit");
-  st = txn->Commit();
+  // The target refuses to commit into a database that was deleted or
+  // replaced while open: the batch (and, after it, the group's offsets)
+  // would go with it.
+  st = target_->CommitBatch();
+  in_batch = false;
   if (!st.ok()) return fail(st);
   CrashPoint("after_sqlite_commit");
-  CheckWal();
+  target_->AfterCommit();
 
   Status kafka_commit = source_->CommitOffsets(outcome.committed);
   if (!kafka_commit.ok()) {
@@ -396,7 +369,7 @@ Result<BatchOutcome> Engine::RunBatch(const BatchOptions& options) {
   }
   CrashPoint("after_kafka_commit");
   record.commit_ms = MillisSince(commit_start);
-  Status timed = catalog_->RecordCommitTime(record.run_id, record.commit_ms);
+  Status timed = target_->RecordCommitTime(record.run_id, record.commit_ms);
   if (!timed.ok()) spdlog::debug("run {}: cannot record the commit time: {}", record.run_id, timed.message());
 
   // One line a person reads at a glance; the offsets per partition are in
@@ -536,7 +509,7 @@ Status Engine::RunEvery(const RunOptions& options, const std::atomic<bool>& stop
     std::strftime(when, sizeof(when), "%H:%M:%S", &local);
     spdlog::info("caught up; next pass at {}", when);
     if (wait.count() > 0) {
-      db_->CheckpointTruncate();
+      target_->BeforeIdle();
       source_->Idle(wait, stop);
     }
   }

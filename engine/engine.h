@@ -1,5 +1,7 @@
-// Engine: the batch loop. One batch is one SQLite transaction:
-//   fetch -> begin -> seeds that changed -> staging -> steps/*.sql in order
+// Engine: the batch loop, against three interfaces: a BatchSource (where
+// messages come from), a Decoder (how their bytes become typed columns) and
+// a Target (the database). One batch is one target transaction:
+//   fetch -> begin -> seeds that changed -> decode and stage -> steps/*.sql in order
 //   -> check and store next offsets -> record the run -> commit
 //   -> commit offsets to the Kafka group.
 // A failure anywhere before the commit rolls everything back and records a
@@ -16,13 +18,11 @@
 #include <string>
 #include <vector>
 
+#include "common/status.h"
+#include "connectors/decoder.h"
 #include "connectors/source.h"
 #include "engine/config.h"
-#include "engine/lock.h"
-#include "engine/status.h"
-#include "sql/catalog.h"
-#include "sql/database.h"
-#include "sql/staging.h"
+#include "sql/target.h"
 
 namespace sluice {
 
@@ -48,7 +48,7 @@ struct BatchOptions {
   bool store_offsets = true;
   // Runs inside the batch transaction before staging (e.g. removing the
   // quarantine rows being replayed).
-  std::function<Status(Database*)> before_stage;
+  std::function<Status(Target*)> before_stage;
 };
 
 struct BatchOutcome {
@@ -60,15 +60,16 @@ struct BatchOutcome {
 struct EngineOptions {
   // Take the pipeline lock exclusively (assignment = all) or shared (group).
   bool exclusive_lock = true;
-  // What a refused lock tells the user to do.
-  std::string lock_hint = PipelineLock::kRunHint;
+  // What a refused lock tells the user to do (empty: the target's default,
+  // which points at assignment = group).
+  std::string lock_hint;
 };
 
 class Engine {
  public:
-  // Opens the target database, takes the pipeline lock, installs the catalog,
-  // runs schema.sql and checks the steps against an empty batch (rolled
-  // back), all before the source is opened. Takes ownership of `source`.
+  // Opens the target (taking the pipeline lock), installs the catalog, runs
+  // schema.sql and checks the steps against an empty batch (rolled back),
+  // all before the source is opened. Takes ownership of `source`.
   static Result<std::unique_ptr<Engine>> Open(const Pipeline& pipeline, std::unique_ptr<BatchSource> source,
                                               const EngineOptions& options = {});
   ~Engine();
@@ -81,7 +82,7 @@ class Engine {
   // Returns Ok when stopped by `stop` after finishing the batch in flight.
   Status Run(const RunOptions& options, const std::atomic<bool>& stop);
 
-  Database* database() { return db_.get(); }
+  Target* target() { return target_.get(); }
   BatchSource* source() { return source_.get(); }
 
   // True when `error` was already logged, with its run, by the engine (a
@@ -98,18 +99,14 @@ class Engine {
   // whether or not the record could be written. Returns `error`, or Aborted
   // when a stop request interrupted the batch.
   Status RecordFailure(RunRecord record, const Status& error);
-  // Warns when the write-ahead log keeps growing because a reader holds an
-  // old snapshot.
-  void CheckWal();
   bool Stopping() const { return stop_ != nullptr && stop_->load(); }
 
   Pipeline pipeline_;
   std::unique_ptr<BatchSource> source_;
-  std::unique_ptr<PipelineLock> lock_;
-  std::unique_ptr<Database> db_;
-  std::unique_ptr<Catalog> catalog_;
-  std::unique_ptr<StagingWriter> staging_;
+  std::unique_ptr<Target> target_;
   std::vector<Message> batch_;  // reused across batches
+  std::unique_ptr<Decoder> decoder_;
+  DecodedRow row_;  // reused across messages
   bool source_open_ = false;
   const std::atomic<bool>* stop_ = nullptr;  // set by Run(); interrupts SQL when true
   // While a batch stages and runs its steps, statements are interrupted on a
@@ -118,7 +115,6 @@ class Engine {
   std::optional<std::chrono::steady_clock::time_point> step_deadline_;
   std::string reported_;
   const OffsetMap* pass_ends_ = nullptr;  // the end offsets of the pass in progress, for the batch line
-  std::chrono::steady_clock::time_point wal_warned_{};
 };
 
 }  // namespace sluice

@@ -1,11 +1,9 @@
-// Fixtures implementation and the `sluice test` command.
+// Fixtures implementation: each case through a fresh in-memory pipeline.
 #include "engine/fixtures.h"
 
 #include <spdlog/spdlog.h>
-#include <sqlite3.h>
 
 #include <algorithm>
-#include <boost/program_options.hpp>
 #include <cctype>
 #include <cmath>
 #include <cstdio>
@@ -18,10 +16,10 @@
 #include <sstream>
 
 #include "connectors/file_source.h"
-#include "engine/cli.h"
 #include "engine/config.h"
 #include "engine/engine.h"
-#include "sql/seeds.h"
+#include "sql/identifier.h"
+#include "sql/seed_file.h"
 
 namespace sluice {
 namespace fs = std::filesystem;
@@ -41,7 +39,7 @@ std::string ShowRow(const Row& row) {
 
 // A value of the table, with its SQLite storage class.
 struct Actual {
-  int type = SQLITE_NULL;
+  Value::Type type = Value::Type::kNull;
   int64_t integer = 0;
   double real = 0;
   std::string text;  // as SQLite renders it (REAL: 15 significant digits)
@@ -49,8 +47,8 @@ struct Actual {
 using ActualRow = std::vector<Actual>;
 
 std::string ShowActual(const Actual& value) {
-  if (value.type == SQLITE_NULL) return "NULL";
-  if (value.type == SQLITE_TEXT &&
+  if (value.type == Value::Type::kNull) return "NULL";
+  if (value.type == Value::Type::kText &&
       (value.text.empty() || std::isspace(static_cast<unsigned char>(value.text.front())) ||
        std::isspace(static_cast<unsigned char>(value.text.back())))) {
     return "'" + value.text + "'";  // so that '' and ' 5' can be told from NULL and 5
@@ -169,19 +167,19 @@ Decimal RoundTo(Decimal number, int places) {
 //   TEXT, BLOB         the same characters (01234 is not 1234, ' 5' is not 5)
 // With a tolerance (header `column~0.01`), numbers match within it.
 bool CellMatches(const std::optional<std::string>& expected, const Actual& actual, std::optional<double> tolerance) {
-  if (!expected || actual.type == SQLITE_NULL) return !expected && actual.type == SQLITE_NULL;
-  if (actual.type == SQLITE_TEXT || actual.type == SQLITE_BLOB) return *expected == actual.text;
+  if (!expected || actual.type == Value::Type::kNull) return !expected && actual.type == Value::Type::kNull;
+  if (actual.type == Value::Type::kText || actual.type == Value::Type::kBlob) return *expected == actual.text;
   int decimals = 0;
   bool scientific = false;
   std::optional<Decimal> want = ParseDecimal(*expected, &decimals, &scientific);
   if (!want) return false;
   if (tolerance) {
-    double value = actual.type == SQLITE_INTEGER ? static_cast<double>(actual.integer) : actual.real;
+    double value = actual.type == Value::Type::kInteger ? static_cast<double>(actual.integer) : actual.real;
     double target = std::strtod(expected->c_str(), nullptr);
     double slack = 4 * std::numeric_limits<double>::epsilon() * std::max(std::fabs(value), std::fabs(target));
     return std::fabs(value - target) <= *tolerance + slack;
   }
-  if (actual.type == SQLITE_INTEGER) return *want == *ParseDecimal(std::to_string(actual.integer));
+  if (actual.type == Value::Type::kInteger) return *want == *ParseDecimal(std::to_string(actual.integer));
   if (std::strtod(expected->c_str(), nullptr) == actual.real) return true;  // all the digits, written out
   char shown[64];
   std::snprintf(shown, sizeof(shown), "%.15g", actual.real);
@@ -229,7 +227,7 @@ Result<std::vector<int64_t>> ReadBatches(const fs::path& path) {
 }
 
 // Compares `table` in `db` with the expected CSV; appends differences to `report`.
-bool CompareTable(Database* db, const fs::path& expected_path, std::string* report) {
+bool CompareTable(Target* target, const fs::path& expected_path, std::string* report) {
   std::string table = expected_path.stem().string();
   std::ifstream in(expected_path, std::ios::binary);
   std::ostringstream content;
@@ -268,36 +266,30 @@ bool CompareTable(Database* db, const fs::path& expected_path, std::string* repo
     tolerances.back() = tolerance;
   }
   if (!header_ok) return false;
-  if (!db->TableExists(table)) {
+  Result<bool> exists = target->HasTable(table);
+  if (!exists.ok() || !*exists) {
     *report += "  " + table + ": no such table (from " + display + ")\n";
     return false;
   }
   std::string columns;
   for (const auto& name : names) columns += (columns.empty() ? "" : ", ") + QuoteIdentifier(name);
-  Result<Statement> stmt = db->Prepare("SELECT " + columns + " FROM " + QuoteIdentifier(table));
-  if (!stmt.ok()) {
-    *report += "  " + table + ": " + stmt.status().message() + "\n";
+  Result<QueryResult> rows = target->Query("SELECT " + columns + " FROM " + QuoteIdentifier(table));
+  if (!rows.ok()) {
+    *report += "  " + table + ": " + rows.status().message() + "\n";
     return false;
   }
   std::vector<ActualRow> actual;
-  while (true) {
-    Result<bool> has_row = stmt->Step();
-    if (!has_row.ok()) {
-      *report += "  " + table + ": " + has_row.status().message() + "\n";
-      return false;
+  for (auto& row : rows->rows) {
+    ActualRow actual_row;
+    for (auto& value : row) {
+      Actual cell;
+      cell.type = value.type;
+      cell.integer = value.integer;
+      cell.real = value.real;
+      cell.text = std::move(value.text);
+      actual_row.push_back(std::move(cell));
     }
-    if (!*has_row) break;
-    ActualRow row;
-    for (size_t column_idx = 0; column_idx < names.size(); ++column_idx) {
-      int column = static_cast<int>(column_idx);
-      Actual value;
-      value.type = sqlite3_column_type(stmt->get(), column);
-      if (value.type == SQLITE_INTEGER) value.integer = stmt->ColumnInt(column);
-      if (value.type == SQLITE_FLOAT) value.real = stmt->ColumnDouble(column);
-      if (value.type != SQLITE_NULL) value.text = stmt->ColumnText(column);
-      row.push_back(std::move(value));
-    }
-    actual.push_back(std::move(row));
+    actual.push_back(std::move(actual_row));
   }
   // Which actual rows each expected row matches, then a maximum matching,
   // so that the order of the rows never decides the outcome.
@@ -422,7 +414,7 @@ FixtureResult RunCase(const Pipeline& base, const fs::path& case_dir) {
   }
   result.passed = refused.empty();
   for (const auto& path : expected) {
-    if (!CompareTable((*engine)->database(), path, &result.report)) result.passed = false;
+    if (!CompareTable((*engine)->target(), path, &result.report)) result.passed = false;
   }
   return result;
 }
@@ -448,45 +440,4 @@ Result<std::vector<FixtureResult>> RunFixtures(const std::string& dir, const std
   return results;
 }
 
-namespace cli {
-
-int CommandTest(const std::vector<std::string>& args) {
-  namespace po = boost::program_options;
-  po::options_description options("options");
-  options.add_options()
-      ("help,h", "show this help")
-      ("case", po::value<std::string>(), "run only this case")
-      ("verbose,v", "log the batches");
-  po::variables_map vm = cli::ParseWithDir(args, options);
-  if (vm.count("help") || !vm.count("dir")) {
-    std::cout << "usage: sluice test DIR [--case NAME] [-v]\n\n"
-                 "Runs the pipeline over each fixture in DIR/tests/<case>/ against a fresh in-memory database, with\n"
-                 "no broker, and compares tables with DIR/tests/<case>/expected/<table>.csv.\n"
-                 "  input.jsonl   one message per line; optional _kafka_key, _kafka_partition and _kafka_timestamp\n"
-                 "                fields override the defaults (partition 0, offset and timestamp = line number)\n"
-                 "  batches       optional: lines per batch, one number per line\n"
-                 "  expected/     <table>.csv: the header names the columns compared; rows in any order; an\n"
-                 "                empty cell is NULL; integers compare exactly, text as text, REAL to the\n"
-                 "                decimals written (or within column~TOLERANCE); any other file fails the case\n"
-                 "Exits non-zero if any case fails.\n\n"
-              << options;
-    return vm.count("help") ? kExitOk : kExitUsage;
-  }
-  SetupLogging(vm.count("verbose") ? 0 : -1);
-  std::string dir = vm["dir"].as<std::string>();
-  Result<std::vector<FixtureResult>> results = RunFixtures(dir, vm.count("case") ? vm["case"].as<std::string>() : "");
-  if (!results.ok()) {
-    std::cerr << results.status().message() << "\n";
-    return kExitFailure;
-  }
-  int failed = 0;
-  for (const auto& result : *results) {
-    std::cout << (result.passed ? "PASS " : "FAIL ") << result.name << "\n" << result.report;
-    if (!result.passed) ++failed;
-  }
-  std::cout << (results->size() - failed) << " passed, " << failed << " failed\n";
-  return failed ? kExitFailure : kExitOk;
-}
-
-}  // namespace cli
 }  // namespace sluice

@@ -4,28 +4,10 @@
 #include <algorithm>
 #include <sstream>
 
-#include "sql/catalog.h"
-#include "sql/seeds.h"
-#include "sql/sql_file.h"
-#include "sql/staging.h"
+#include "sql/seed_file.h"
+#include "sql/target.h"
 
 namespace sluice {
-
-Status DryRunSteps(Database* db, const Pipeline& pipeline) {
-  Result<std::unique_ptr<Transaction>> check = Transaction::Begin(db);
-  if (!check.ok()) return check.status();
-  SLUICE_RETURN_IF_ERROR(LoadChangedSeeds(db, pipeline.seeds, nullptr));
-  SLUICE_RETURN_IF_ERROR(db->Exec(std::string("DELETE FROM ") + QuoteIdentifier(StagingWriter::kTable)));
-  for (const auto& step : pipeline.steps) SLUICE_RETURN_IF_ERROR(RunSqlFile(db, step));
-  // Checks run too (over the empty batch's results), so a broken one is
-  // found before anything is consumed; what they find here is not judged.
-  for (const auto& data_check : pipeline.checks) {
-    Result<CheckOutcome> outcome = RunCheckFile(db, data_check.file);
-    if (!outcome.ok()) return outcome.status();
-  }
-  (*check)->Rollback();
-  return Status::Ok();
-}
 
 std::vector<std::string> ValidatePipeline(const std::string& dir, const ConfigOverrides& overrides) {
   std::vector<std::string> problems;
@@ -43,60 +25,46 @@ std::vector<std::string> ValidatePipeline(const std::string& dir, const ConfigOv
   std::vector<std::string> seed_problems;
   std::vector<SeedFile> found_seeds = FindSeeds(dir, &seed_problems);
   Result<Pipeline> pipeline = LoadPipeline(dir, overrides);
+  TargetOptions scratch_options;
+  scratch_options.database = ":memory:";
   if (!pipeline.ok()) {
     add(pipeline.status());
     for (const auto& line : seed_problems) add_line(line);
-    // The CSV files of the seeds that have a good name, in a scratch database.
-    Result<std::unique_ptr<Database>> db = Database::Open(":memory:");
-    if (db.ok() && Catalog(db->get()).Install().ok()) {
+    // The CSV files of the seeds that have a good name, in a scratch target.
+    Result<std::unique_ptr<Target>> scratch = Target::Open(scratch_options);
+    if (scratch.ok()) {
       for (const auto& seed : found_seeds) {
-        Status loaded = LoadChangedSeeds(db->get(), {seed}, nullptr);
+        Status loaded = (*scratch)->CheckSeed(seed);
         if (!loaded.ok()) add(loaded);
       }
     }
     return problems;
   }
   for (const auto& line : seed_problems) add_line(line);
-  Result<std::unique_ptr<Database>> db = Database::Open(":memory:");
-  if (!db.ok()) {
-    add(db.status());
+  Result<std::unique_ptr<Target>> opened = Target::Open(scratch_options);
+  if (!opened.ok()) {
+    add(opened.status());
     return problems;
   }
-  Database* scratch = db->get();
-  Catalog catalog(scratch);
-  Status st = catalog.Install();
-  if (!st.ok()) {
-    add(st);
-    return problems;
-  }
-  // schema.sql before the seeds, as `sluice run` does, so that a seed named
-  // like one of its tables is reported.
-  bool schema_ok = true;
-  if (pipeline->schema) {
-    st = RunSqlFile(scratch, *pipeline->schema);
-    if (!st.ok()) {
-      add(st);
-      schema_ok = false;
-    }
-  }
+  Target* scratch = opened->get();
+  // The catalog, schema.sql and the staging table first, as `sluice run`
+  // does, so that a seed named like one of schema.sql's tables is reported.
+  Status prepared = scratch->Prepare(pipeline->schema, pipeline->config.columns, pipeline->config.retention);
+  if (!prepared.ok()) add(prepared);
   // Seeds one by one, so that every broken CSV is reported.
   bool seeds_ok = seed_problems.empty();
   for (const auto& seed : pipeline->seeds) {
-    Status loaded = LoadChangedSeeds(scratch, {seed}, nullptr);
+    Status loaded = scratch->CheckSeed(seed);
     if (!loaded.ok()) {
       add(loaded);
       seeds_ok = false;
     }
   }
-  if (!schema_ok) return problems;  // steps would fail for the same reason
-  Result<std::unique_ptr<StagingWriter>> staging =
-      StagingWriter::Create(scratch, pipeline->config.columns, pipeline->config.retention);
-  if (!staging.ok()) {
-    add(staging.status());
-    return problems;
-  }
-  if (!seeds_ok) return problems;  // steps that join seeds would fail for the same reason
-  st = DryRunSteps(scratch, *pipeline);
+  if (!prepared.ok()) return problems;  // steps would fail for the same reason
+  if (!seeds_ok) return problems;       // steps that join seeds would fail for the same reason
+  std::vector<SqlFile> checks;
+  for (const auto& check : pipeline->checks) checks.push_back(check.file);
+  Status st = scratch->CheckSteps(pipeline->steps, checks, pipeline->seeds);
   if (!st.ok()) add(st);
   return problems;
 }

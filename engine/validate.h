@@ -1,6 +1,6 @@
 // Validation: everything that can be checked about a pipeline before it
 // consumes anything. `sluice validate` runs it against a scratch in-memory
-// database with the batch's shape and the seeds' tables, touching neither
+// target with the batch's shape and the seeds' tables, touching neither
 // Kafka nor the target database; `sluice run` runs the same checks first.
 #pragma once
 
@@ -8,15 +8,9 @@
 #include <vector>
 
 #include "engine/config.h"
-#include "engine/status.h"
-#include "sql/database.h"
+#include "common/status.h"
 
 namespace sluice {
-
-// Runs the steps over an empty batch inside a transaction that is rolled
-// back: seeds that changed, the staging table emptied, every step in order.
-// Requires the catalog, schema.sql and the staging table to be in place.
-Status DryRunSteps(Database* db, const Pipeline& pipeline);
 
 // Checks the pipeline directory `dir`: pipeline.conf, seeds, schema.sql and
 // every step. Returns every problem found, each naming its file (and line

@@ -7,9 +7,9 @@
 #include <vector>
 
 #include "engine/config.h"
-#include "sql/catalog.h"
-#include "sql/database.h"
-#include "sql/seeds.h"
+#include "sql/sqlite/catalog.h"
+#include "sql/sqlite/database.h"
+#include "sql/sqlite/seeds.h"
 #include "test_support.h"
 
 namespace sluice {

@@ -6,7 +6,7 @@
 
 #include <string>
 
-#include "sql/functions.h"
+#include "sql/sqlite/functions.h"
 
 namespace sluice {
 namespace {

@@ -21,8 +21,8 @@
 #include <string>
 #include <vector>
 
-#include "sql/database.h"
-#include "sql/merge.h"
+#include "sql/sqlite/database.h"
+#include "sql/sqlite/merge.h"
 
 namespace sluice {
 namespace {

@@ -12,9 +12,9 @@
 #include <set>
 #include <string>
 
-#include "sql/database.h"
-#include "sql/merge.h"
-#include "sql/sql_file.h"
+#include "sql/sqlite/database.h"
+#include "sql/sqlite/merge.h"
+#include "sql/sqlite/sql_file.h"
 
 namespace sluice {
 namespace {

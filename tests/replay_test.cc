@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "connectors/file_source.h"
-#include "tests/test_support.h"
+#include "test_support.h"
 
 namespace sluice {
 namespace {

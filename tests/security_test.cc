@@ -8,8 +8,8 @@
 #include <cstdlib>
 
 #include "connectors/kafka_source.h"
-#include "sql/catalog.h"
-#include "sql/database.h"
+#include "sql/sqlite/catalog.h"
+#include "sql/sqlite/database.h"
 #include "test_support.h"
 
 namespace sluice {

@@ -8,8 +8,8 @@
 #include <string>
 #include <vector>
 
-#include "sql/database.h"
-#include "sql/sql_file.h"
+#include "sql/sqlite/database.h"
+#include "sql/sqlite/sql_file.h"
 #include "test_support.h"
 
 namespace sluice {

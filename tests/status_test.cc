@@ -3,7 +3,7 @@
 // builds, where assert() is compiled out).
 #include <gtest/gtest.h>
 
-#include "engine/status.h"
+#include "common/status.h"
 
 namespace sluice {
 namespace {

@@ -11,8 +11,8 @@
 #include <string>
 #include <string_view>
 
-#include "sql/database.h"
-#include "sql/merge.h"
+#include "sql/sqlite/database.h"
+#include "sql/sqlite/merge.h"
 
 namespace {
 

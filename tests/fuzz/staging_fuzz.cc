@@ -1,5 +1,5 @@
 // libFuzzer target for the message-to-row path: any bytes as a message value
-// (and key) go through RowParser and StagingWriter into an in-memory
+// (and key) go through the JSON decoder and StagingWriter into an in-memory
 // database. The property: no crash, no sanitizer report, and every message
 // is either staged or quarantined, never both, never neither.
 #include <cstdint>
@@ -7,15 +7,18 @@
 #include <memory>
 #include <string>
 
-#include "sql/catalog.h"
-#include "sql/database.h"
-#include "sql/staging.h"
+#include "connectors/json_decoder.h"
+#include "sql/sqlite/catalog.h"
+#include "sql/sqlite/database.h"
+#include "sql/sqlite/staging.h"
 
 namespace {
 
 struct Harness {
   std::unique_ptr<sluice::Database> db;
   std::unique_ptr<sluice::StagingWriter> writer;
+  std::unique_ptr<sluice::JsonDecoder> decoder;
+  sluice::DecodedRow row;
 
   Harness() {
     auto opened = sluice::Database::Open(":memory:");
@@ -31,6 +34,7 @@ struct Harness {
       if (!column.ok()) std::abort();
       columns.push_back(*column);
     }
+    decoder = std::make_unique<sluice::JsonDecoder>(columns);
     auto created = sluice::StagingWriter::Create(db.get(), columns);
     if (!created.ok()) std::abort();
     writer = std::move(*created);
@@ -49,7 +53,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size > 0 && data[0] == 'K') message.key = std::string(reinterpret_cast<const char*>(data), size / 2);
   sluice::StageCounts counts;
   if (!harness.writer->Clear().ok()) std::abort();
-  if (!harness.writer->Write(message, 1, &counts).ok()) std::abort();
+  harness.decoder->Decode(message, &harness.row);
+  if (!harness.row.error && harness.row.cells.size() != harness.decoder->columns().size()) std::abort();
+  if (!harness.writer->Write(message, harness.row, 1, &counts).ok()) std::abort();
   if (counts.staged + counts.quarantined != 1) std::abort();
   return 0;
 }

@@ -12,7 +12,7 @@
 #include <utility>
 #include <vector>
 
-#include "engine/status.h"
+#include "common/status.h"
 
 namespace sluice::testing {
 

@@ -8,7 +8,7 @@
 // prints as a four-digit year and no arithmetic can overflow. Division rounds
 // toward negative infinity, so instants before 1970 fall in the right second,
 // day or week (C++'s `/` rounds toward zero and would put -1 ms in 1970).
-#include "sql/functions.h"
+#include "sql/sqlite/functions.h"
 
 #include <sqlite3.h>
 

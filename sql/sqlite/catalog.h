@@ -19,40 +19,12 @@
 #include <vector>
 
 #include "connectors/source.h"
-#include "engine/status.h"
-#include "sql/database.h"
+#include "sql/target.h"
+#include "common/status.h"
+#include "common/time.h"
+#include "sql/sqlite/database.h"
 
 namespace sluice {
-
-// One partition's range within a batch.
-struct PartitionRange {
-  TopicPartition partition;
-  int64_t first_offset = 0;
-  int64_t last_offset = 0;
-  int64_t count = 0;
-};
-
-struct RunRecord {
-  int64_t run_id = 0;
-  std::string started_at;  // ISO-8601 UTC
-  std::string status;      // running | ok | failed
-  int64_t messages = 0;
-  int64_t staged = 0;
-  int64_t quarantined = 0;
-  std::vector<PartitionRange> ranges;
-  std::string error;
-  std::string notes;
-  // Where the batch's time went. stage_ms includes parse_ms (JSON to typed
-  // values); commit_ms covers the SQLite and the Kafka commits.
-  double fetch_ms = 0, stage_ms = 0, parse_ms = 0, steps_ms = 0, commit_ms = 0;
-};
-
-// One row of _sluice_inputs.
-struct InputRecord {
-  int64_t next_offset = 1;
-  int64_t bytes = 0;
-  std::string checksum;
-};
 
 class Catalog {
  public:
@@ -101,7 +73,6 @@ class Catalog {
   // so it is written in a statement of its own).
   Status RecordCommitTime(int64_t run_id, double commit_ms);
 
-  static std::string Now();  // ISO-8601 UTC with milliseconds
   static std::string RangesJson(const std::vector<PartitionRange>& ranges);
 
  private:

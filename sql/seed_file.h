@@ -14,8 +14,7 @@
 #include <string>
 #include <vector>
 
-#include "engine/status.h"
-#include "sql/database.h"
+#include "common/status.h"
 
 namespace sluice {
 
@@ -66,17 +65,12 @@ std::vector<SeedFile> FindSeeds(const std::string& dir, std::vector<std::string>
 // (names that differ only in case).
 Status CheckSeedNames(const std::vector<SeedFile>& seeds);
 
-// Loads every seed whose checksum differs from the stored one. `loaded`
-// receives the tables (re)loaded. Call inside a transaction. Refuses a seed
-// whose table exists but was not loaded from a seed (created by schema.sql or
-// a step): it is never dropped.
-Status LoadChangedSeeds(Database* db, const std::vector<SeedFile>& seeds, std::vector<std::string>* loaded);
-
-// For commands that empty tables (reset --truncate): when `table` was loaded
-// from a seed, forgets its checksum so that the next LoadChangedSeeds loads
-// it again (the table stays sluice's), and returns true; false when `table`
-// is not a seed's. Call inside the transaction that empties the table.
-Result<bool> ForgetSeedChecksum(Database* db, const std::string& table);
+// Errors beyond this many in one file are summarised in one line.
+constexpr size_t kMaxSeedErrorsPerFile = 20;
+// The lines joined with newlines (one error per line).
+std::string JoinLines(const std::vector<std::string>& lines);
+// `text` with ASCII letters in lower case (SQL names ignore their case).
+std::string LowerAscii(std::string text);
 
 // For tests: called with the path and the attempt number (0, 1, ...) after a
 // seed file was read and before it is checked for changes. nullptr removes it.

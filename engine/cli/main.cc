@@ -3,7 +3,7 @@
 #include <iostream>
 #include <map>
 
-#include "engine/cli.h"
+#include "engine/cli/cli.h"
 
 namespace {
 

@@ -13,22 +13,24 @@
 
 #include "connectors/kafka_source.h"
 #include "connectors/producer.h"
-#include "engine/cli.h"
+#include "engine/cli/cli.h"
 #include "engine/config.h"
-#include "sql/seeds.h"
-#include "engine/lock.h"
-#include "sql/catalog.h"
-#include "sql/database.h"
+#include "sql/target.h"
 
 namespace sluice::cli {
 
 namespace {
-// The database as `run` would open it: a database that reset creates gets
-// [target] file_mode, like one that run creates.
-DatabaseOptions ResetDatabaseOptions(const PipelineConfig& config) {
-  DatabaseOptions options;
+// The target as `run` would open it (a database that reset creates gets
+// [target] file_mode, like one that run creates), taken exclusively.
+TargetOptions ResetTargetOptions(const PipelineConfig& config, bool create) {
+  TargetOptions options;
+  options.database = config.database;
+  options.pipeline = config.source.group;
   options.busy_timeout_ms = config.busy_timeout_ms;
   options.file_mode = config.file_mode;
+  options.access = create ? TargetOptions::Access::kCreate : TargetOptions::Access::kExisting;
+  options.lock = TargetOptions::Lock::kExclusive;
+  options.lock_hint = "reset moves the offsets that run is using: stop it first, reset, then start it again";
   return options;
 }
 }  // namespace
@@ -116,34 +118,29 @@ int CommandReset(const std::vector<std::string>& args) {
     }
   }
 
-  auto lock = PipelineLock::Acquire(config.database, true,
-                                    "reset moves the offsets that run is using: stop it first, reset, then start it "
-                                    "again");
-  if (!lock.ok()) {
-    std::cerr << lock.status().message() << "\n";
-    return kExitFailure;
-  }
   // Nothing is created before the reset is applied: a dry run, or one that
-  // is not confirmed, leaves no database behind.
+  // is not confirmed, leaves no database behind. The lock is held from here
+  // to the end.
   bool exists = config.database == ":memory:" || std::filesystem::exists(config.database);
-  std::unique_ptr<Database> db;
+  std::unique_ptr<Target> target;
   OffsetMap stored_offsets;
   std::vector<std::string> file_inputs;  // inputs of `run --from-file` with a stored position
   if (exists) {
-    Result<std::unique_ptr<Database>> opened = Database::Open(config.database, ResetDatabaseOptions(config));
+    Result<std::unique_ptr<Target>> opened = Target::Open(ResetTargetOptions(config, false));
     if (!opened.ok()) {
       std::cerr << opened.status().message() << "\n";
       return kExitFailure;
     }
-    db = std::move(*opened);
-    if (db->TableExists("_sluice_offsets")) {
-      Result<OffsetMap> stored = Catalog(db.get(), config.source.group).AllStoredOffsets();
+    target = std::move(*opened);
+    Result<bool> has_offsets = target->HasTable("_sluice_offsets");
+    if (has_offsets.ok() && *has_offsets) {
+      Result<OffsetMap> stored = target->AllStoredOffsets();
       if (!stored.ok()) {
         std::cerr << stored.status().message() << "\n";
         return kExitFailure;
       }
       stored_offsets = *stored;
-      Result<std::vector<std::string>> inputs = Catalog(db.get(), config.source.group).FileInputs(config.source.topics);
+      Result<std::vector<std::string>> inputs = target->FileInputs(config.source.topics);
       if (!inputs.ok()) {
         std::cerr << inputs.status().message() << "\n";
         return kExitFailure;
@@ -174,7 +171,8 @@ int CommandReset(const std::vector<std::string>& args) {
     forget = file_inputs;
   }
   for (const auto& table : truncate) {
-    if (!db || !db->TableExists(table)) {
+    Result<bool> has_table = target ? target->HasTable(table) : Result<bool>(false);
+    if (!has_table.ok() || !*has_table) {
       std::cerr << "sluice reset: --truncate " << table << ": no such table in " << config.database << "\n";
       return kExitUsage;
     }
@@ -194,7 +192,7 @@ int CommandReset(const std::vector<std::string>& args) {
     return kExitFailure;
   }
 
-  OffsetMap target;
+  OffsetMap next;
   if (by_partition) {
     std::string topic = vm.count("topic") ? vm["topic"].as<std::string>() : "";
     if (topic.empty()) {
@@ -215,7 +213,7 @@ int CommandReset(const std::vector<std::string>& args) {
                   << state.low << ".." << state.high << "\n";
         return kExitUsage;
       }
-      target[tp] = offset;
+      next[tp] = offset;
     }
     if (!found) {
       std::cerr << "sluice reset: " << topic << "[" << tp.second << "] is not a partition of the pipeline's topics\n";
@@ -224,26 +222,26 @@ int CommandReset(const std::vector<std::string>& args) {
   } else if (!by_input) {
     std::string to = vm["to"].as<std::string>();
     if (to == "earliest" || to == "latest") {
-      for (const auto& state : *states) target[state.partition] = to == "earliest" ? state.low : state.high;
+      for (const auto& state : *states) next[state.partition] = to == "earliest" ? state.low : state.high;
     } else {
       Result<OffsetMap> offsets = kafka.OffsetsForTimestamp(*to_ms);
       if (!offsets.ok()) {
         std::cerr << offsets.status().message() << "\n";
         return kExitFailure;
       }
-      target = *offsets;
+      next = *offsets;
     }
   }
 
   std::printf("%-30s %12s %12s %12s\n", "partition", "stored", "committed", "new");
   for (const auto& state : *states) {
-    auto next = target.find(state.partition);
-    if (next == target.end()) continue;
+    auto moved = next.find(state.partition);
+    if (moved == next.end()) continue;
     auto old = stored_offsets.find(state.partition);
     std::string name = state.partition.first + "[" + std::to_string(state.partition.second) + "]";
     std::printf("%-30s %12s %12s %12lld\n", name.c_str(),
                 old == stored_offsets.end() ? "-" : std::to_string(old->second).c_str(),
-                state.committed ? std::to_string(*state.committed).c_str() : "-", static_cast<long long>(next->second));
+                state.committed ? std::to_string(*state.committed).c_str() : "-", static_cast<long long>(moved->second));
   }
   for (const auto& input : forget) {
     for (const auto& [tp, offset] : stored_offsets) {
@@ -276,75 +274,39 @@ int CommandReset(const std::vector<std::string>& args) {
     }
   }
 
-  if (!db) {
+  if (!target) {
     // A typo in --db would otherwise position a database nobody runs.
     std::cerr << "warning: there was no database at " << config.database
               << "; it is created now and holds these positions for the first `sluice run` (check --db or [target] "
                  "database if that is not what you meant)\n";
-    Result<std::unique_ptr<Database>> created = Database::Open(config.database, ResetDatabaseOptions(config));
+    Result<std::unique_ptr<Target>> created = Target::Open(ResetTargetOptions(config, true));
     if (!created.ok()) {
       std::cerr << created.status().message() << "\n";
       return kExitFailure;
     }
-    db = std::move(*created);
+    target = std::move(*created);
   }
-  Catalog catalog(db.get(), config.source.group);
-  Status installed = catalog.Install();
-  if (!installed.ok()) {
-    std::cerr << installed.message() << "\n";
+  ResetPlan plan;
+  plan.offsets = next;
+  plan.truncate = truncate;
+  plan.forget_inputs = forget;
+  plan.record.started_at = NowIso();
+  plan.record.status = "reset";
+  plan.record.notes = by_input       ? std::string("reset of --from-file inputs")
+                      : by_partition ? std::string("reset to an explicit offset")
+                                     : "reset to " + vm["to"].as<std::string>();
+  Result<ResetOutcome> reset = target->Reset(plan);
+  if (!reset.ok()) {
+    std::cerr << "nothing changed: " << reset.status().message() << "\n";
     return kExitFailure;
   }
-  Result<std::unique_ptr<Transaction>> tx = Transaction::Begin(db.get());
-  if (!tx.ok()) {
-    std::cerr << tx.status().message() << "\n";
-    return kExitFailure;
-  }
-  std::vector<std::string> reloaded_seeds;
-  for (const auto& table : truncate) {
-    Status st = db->Exec("DELETE FROM " + QuoteIdentifier(table));
-    if (!st.ok()) {
-      std::cerr << "cannot empty " << table << ": " << st.message() << "\n";
-      return kExitFailure;
-    }
-    // A seed's table is filled again by the next batch (its checksum is
-    // forgotten), never left empty for good.
-    Result<bool> seed = ForgetSeedChecksum(db.get(), table);
-    if (!seed.ok()) {
-      std::cerr << seed.status().message() << "\n";
-      return kExitFailure;
-    }
-    if (*seed) reloaded_seeds.push_back(table);
-  }
-  RunRecord record;
-  record.started_at = Catalog::Now();
-  record.status = "reset";
-  record.notes = by_input       ? std::string("reset of --from-file inputs")
-                 : by_partition ? std::string("reset to an explicit offset")
-                                : "reset to " + vm["to"].as<std::string>();
-  for (const auto& input : forget) {
-    Status st = catalog.ForgetInput(input);
-    if (!st.ok()) {
-      std::cerr << "nothing changed: " << st.message() << "\n";
-      return kExitFailure;
-    }
-    record.notes += "; forgot the position of --from-file input " + input;
-  }
-  for (const auto& table : truncate) record.notes += "; emptied " + table;
-  for (const auto& table : reloaded_seeds) record.notes += "; seed " + table + " reloads at the next batch";
-  Result<int64_t> run_id = catalog.FinishRun(record);
-  Status st = run_id.ok() ? catalog.StoreOffsets(target, *run_id) : run_id.status();
-  if (st.ok()) st = (*tx)->Commit();
-  if (!st.ok()) {
-    std::cerr << "nothing changed: " << st.message() << "\n";
-    return kExitFailure;
-  }
-  Status committed = target.empty() ? Status::Ok() : kafka.CommitGroupOffsets(target);
+  Status committed = next.empty() ? Status::Ok() : kafka.CommitGroupOffsets(next);
   if (!committed.ok()) {
     std::cerr << "warning: the database now holds the new offsets (they win at the next run), but the group's "
                  "could not be moved: "
               << committed.message() << "\n";
   }
-  if (!by_input) std::printf("reset %zu partition%s", target.size(), target.size() == 1 ? "" : "s");
+  if (!by_input) std::printf("reset %zu partition%s", next.size(), next.size() == 1 ? "" : "s");
   if (!forget.empty()) {
     std::printf("%sforgot the position of %zu --from-file input%s", by_input ? "" : " and ", forget.size(),
                 forget.size() == 1 ? "" : "s");

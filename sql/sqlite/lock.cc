@@ -1,5 +1,5 @@
 // PipelineLock implementation.
-#include "engine/lock.h"
+#include "sql/sqlite/lock.h"
 
 #include <fcntl.h>
 #include <sys/file.h>
@@ -10,7 +10,7 @@
 #include <filesystem>
 #include <string>
 
-#include "sql/catalog.h"
+#include "sql/sqlite/catalog.h"
 
 namespace sluice {
 
@@ -35,7 +35,7 @@ Result<std::unique_ptr<PipelineLock>> PipelineLock::Acquire(const std::string& d
   if (exclusive) {
     char host[128] = {0};
     ::gethostname(host, sizeof(host) - 1);
-    std::string holder = "sluice pid " + std::to_string(::getpid()) + " on " + host + " since " + Catalog::Now() + "\n";
+    std::string holder = "sluice pid " + std::to_string(::getpid()) + " on " + host + " since " + NowIso() + "\n";
     if (::ftruncate(fd, 0) == 0) {
       ssize_t written = ::pwrite(fd, holder.data(), holder.size(), 0);
       (void)written;

@@ -7,7 +7,7 @@
 #include <csignal>
 #include <filesystem>
 
-#include "engine/cli.h"
+#include "engine/cli/cli.h"
 
 namespace sluice::cli {
 

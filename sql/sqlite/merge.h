@@ -15,8 +15,8 @@
 #include <string>
 #include <string_view>
 
-#include "engine/status.h"
-#include "sql/database.h"
+#include "common/status.h"
+#include "sql/sqlite/database.h"
 
 namespace sluice {
 

@@ -14,7 +14,7 @@
 
 #include "connectors/embedded_broker.h"
 #include "connectors/producer.h"
-#include "engine/cli.h"
+#include "engine/cli/cli.h"
 #include "engine/validate.h"
 
 namespace sluice::cli {

@@ -44,6 +44,6 @@ int CommandStatus(const std::vector<std::string>& args);      // cli_inspect.cc
 int CommandQuarantine(const std::vector<std::string>& args);  // cli_inspect.cc
 int CommandCompact(const std::vector<std::string>& args);     // cli_inspect.cc
 int CommandReset(const std::vector<std::string>& args);       // cli_reset.cc
-int CommandTest(const std::vector<std::string>& args);        // fixtures.cc
+int CommandTest(const std::vector<std::string>& args);        // cli_test.cc
 
 }  // namespace sluice::cli

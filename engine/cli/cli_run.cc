@@ -15,12 +15,11 @@
 
 #include "connectors/file_source.h"
 #include "connectors/kafka_source.h"
-#include "engine/cli.h"
+#include "engine/cli/cli.h"
 #include "engine/config.h"
 #include "engine/engine.h"
 #include "engine/validate.h"
-#include "sql/catalog.h"
-#include "sql/database.h"
+#include "sql/target.h"
 
 namespace sluice::cli {
 namespace po = boost::program_options;
@@ -62,25 +61,23 @@ void DrawProgress(const Progress& progress) {
 // through a connection of their own (opened when first needed: the engine
 // creates the database).
 FileInputStore InputStore(const PipelineConfig& config) {
-  struct Shared {
-    std::unique_ptr<Database> db;
-    std::unique_ptr<Catalog> catalog;
-  };
-  auto shared = std::make_shared<Shared>();
-  std::string path = config.database, pipeline = config.source.group;
-  int busy = config.busy_timeout_ms;
-  auto catalog = [shared, path, pipeline, busy]() -> Result<Catalog*> {
-    if (!shared->catalog) {
-      Result<std::unique_ptr<Database>> db = Database::Open(path, DatabaseOptions{busy});
-      if (!db.ok()) return db.status();
-      shared->db = std::move(*db);
-      shared->catalog = std::make_unique<Catalog>(shared->db.get(), pipeline);
+  auto shared = std::make_shared<std::unique_ptr<Target>>();
+  TargetOptions options;
+  options.database = config.database;
+  options.pipeline = config.source.group;
+  options.busy_timeout_ms = config.busy_timeout_ms;
+  options.file_mode = config.file_mode;
+  auto catalog = [shared, options]() -> Result<Target*> {
+    if (!*shared) {
+      Result<std::unique_ptr<Target>> opened = Target::Open(options);
+      if (!opened.ok()) return opened.status();
+      *shared = std::move(*opened);
     }
-    return shared->catalog.get();
+    return shared->get();
   };
   FileInputStore store;
   store.find = [catalog](const std::string& input, int64_t next) -> Result<std::optional<InputCheckpoint>> {
-    Result<Catalog*> c = catalog();
+    Result<Target*> c = catalog();
     if (!c.ok()) return c.status();
     Result<std::optional<InputRecord>> found = (*c)->FindInput(input, next);
     if (!found.ok()) return found.status();
@@ -88,12 +85,12 @@ FileInputStore InputStore(const PipelineConfig& config) {
     return std::optional<InputCheckpoint>(InputCheckpoint{next, (*found)->bytes, (*found)->checksum});
   };
   store.save = [catalog](const std::string& input, const InputCheckpoint& checkpoint) -> Status {
-    Result<Catalog*> c = catalog();
+    Result<Target*> c = catalog();
     if (!c.ok()) return c.status();
     return (*c)->SaveInput(input, InputRecord{checkpoint.next_offset, checkpoint.bytes, checkpoint.checksum});
   };
   store.forget = [catalog](const std::string& input) -> Status {
-    Result<Catalog*> c = catalog();
+    Result<Target*> c = catalog();
     if (!c.ok()) return c.status();
     return (*c)->ForgetInput(input);
   };

@@ -1,5 +1,5 @@
 // Catalog implementation.
-#include "sql/catalog.h"
+#include "sql/sqlite/catalog.h"
 
 #include <chrono>
 #include <ctime>
@@ -197,7 +197,7 @@ Status Catalog::StoreOffsets(const OffsetMap& next, int64_t run_id, const LastRe
       "last_offset = CASE WHEN ?9 THEN coalesce(excluded.last_offset, last_offset) END, "
       "last_fingerprint = CASE WHEN ?9 THEN coalesce(excluded.last_fingerprint, last_fingerprint) END");
   if (!stmt.ok()) return stmt.status();
-  std::string now = Now();
+  std::string now = NowIso();
   for (const auto& [tp, offset] : next) {
     if (offset < 0) {
       return Status::InvalidInput("refusing to store offset " + std::to_string(offset) + " for " + tp.first + "[" +
@@ -244,7 +244,7 @@ Result<int64_t> Catalog::FinishRun(const RunRecord& run) {
   Result<Statement> stmt = db_->Prepare(sql);
   if (!stmt.ok()) return stmt.status();
   stmt->BindText(1, run.started_at);
-  stmt->BindText(2, Now());
+  stmt->BindText(2, NowIso());
   stmt->BindText(3, run.status);
   stmt->BindInt(4, run.messages);
   stmt->BindInt(5, run.staged);
@@ -271,19 +271,6 @@ Status Catalog::RecordCommitTime(int64_t run_id, double commit_ms) {
   stmt->BindDouble(1, commit_ms);
   stmt->BindInt(2, run_id);
   return stmt->Run();
-}
-
-std::string Catalog::Now() {
-  auto now = std::chrono::system_clock::now();
-  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count();
-  std::time_t seconds = static_cast<std::time_t>(ms / 1000);
-  std::tm utc{};
-  gmtime_r(&seconds, &utc);
-  char buffer[40];
-  std::strftime(buffer, sizeof(buffer), "%Y-%m-%dT%H:%M:%S", &utc);
-  char out[48];
-  std::snprintf(out, sizeof(out), "%s.%03dZ", buffer, static_cast<int>(ms % 1000));
-  return out;
 }
 
 std::string Catalog::RangesJson(const std::vector<PartitionRange>& ranges) {
@@ -410,7 +397,7 @@ Status Catalog::RecordCheck(const std::string& check, const std::string& severit
   if (sample.empty()) stmt->BindNull(5);
   else stmt->BindText(5, sample);
   stmt->BindInt(6, run_id);
-  stmt->BindText(7, Now());
+  stmt->BindText(7, NowIso());
   return stmt->Run();
 }
 

@@ -5,7 +5,7 @@
 // Every generated statement is prepared while planning, so that mistakes
 // (unknown columns, bad syntax inside an expression) surface as the MERGE's
 // error before anything runs.
-#include "sql/merge.h"
+#include "sql/sqlite/merge.h"
 
 #include <sqlite3.h>
 

@@ -3,7 +3,6 @@
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
 #include <spdlog/spdlog.h>
-#include <sys/stat.h>
 
 #include <boost/program_options.hpp>
 #include <cstdio>
@@ -13,12 +12,11 @@
 
 #include "connectors/kafka_source.h"
 #include "connectors/memory_source.h"
-#include "engine/cli.h"
+#include "engine/cli/cli.h"
 #include "engine/config.h"
 #include "engine/engine.h"
-#include "engine/lock.h"
 #include "engine/validate.h"
-#include "sql/catalog.h"
+#include "sql/target.h"
 
 namespace sluice::cli {
 namespace po = boost::program_options;
@@ -26,26 +24,18 @@ namespace po = boost::program_options;
 namespace {
 
 
-// Steps `stmt`: true while it yields rows (an error ends the listing).
-bool NextRow(Statement* stmt) {
-  Result<bool> row = stmt->Step();
-  return row.ok() && *row;
-}
-
-int64_t FileSize(const std::string& path) {
-  struct stat st {};
-  return ::stat(path.c_str(), &st) == 0 ? static_cast<int64_t>(st.st_size) : 0;
-}
-
 // Opens the pipeline's existing database, or explains that there is none yet.
-Result<std::unique_ptr<Database>> OpenExisting(const PipelineConfig& config, bool read_only) {
-  if (config.database != ":memory:" && !std::filesystem::exists(config.database)) {
-    return Status::IoError("no database at " + config.database + " yet: `sluice run` creates it");
-  }
-  DatabaseOptions options;
-  options.read_only = read_only;
+Result<std::unique_ptr<Target>> OpenExisting(const PipelineConfig& config, bool read_only,
+                                             TargetOptions::Lock lock = TargetOptions::Lock::kNone,
+                                             const std::string& lock_hint = "") {
+  TargetOptions options;
+  options.database = config.database;
+  options.pipeline = config.source.group;
   options.busy_timeout_ms = config.busy_timeout_ms;
-  return Database::Open(config.database, options);
+  options.access = read_only ? TargetOptions::Access::kReadOnly : TargetOptions::Access::kExisting;
+  options.lock = lock;
+  options.lock_hint = lock_hint;
+  return Target::Open(options);
 }
 
 }  // namespace
@@ -101,22 +91,17 @@ int CommandStatus(const std::vector<std::string>& args) {
     std::cerr << pipeline.status().message() << "\n";
     return kExitFailure;
   }
-  Result<std::unique_ptr<Database>> db = OpenExisting(pipeline->config, true);
-  if (!db.ok()) {
-    std::cerr << db.status().message() << "\n";
+  Result<std::unique_ptr<Target>> target = OpenExisting(pipeline->config, true);
+  if (!target.ok()) {
+    std::cerr << target.status().message() << "\n";
     return kExitFailure;
   }
-  Catalog catalog(db->get(), pipeline->config.source.group);
-  Result<OffsetMap> stored = catalog.AllStoredOffsets();
-  if (!stored.ok()) {
-    std::cerr << "error: cannot read " << pipeline->config.database << ": " << stored.status().message()
-              << (stored.status().message().find("readonly") != std::string::npos
-                      ? " (a database in WAL mode is read through its -shm file, which needs a writable directory, "
-                        "or a -shm file left by a writer)"
-                      : "")
-              << "\n";
+  Result<TargetReport> report = (*target)->Report(vm["runs"].as<int>());
+  if (!report.ok()) {
+    std::cerr << "error: " << report.status().message() << "\n";
     return kExitFailure;
   }
+  const OffsetMap* stored = &report->stored;
   KafkaSourceOptions source_options = pipeline->config.source;
   source_options.connect_timeout = std::min(source_options.connect_timeout, std::chrono::milliseconds(10000));
   // A database fed only by `run --from-file` has nothing to compare with a
@@ -154,22 +139,6 @@ int CommandStatus(const std::vector<std::string>& args) {
       total_lag += *row.lag;
     }
   }
-  Result<int64_t> since_ok = (*db)->QueryInt(
-      "SELECT CAST((julianday('now') - julianday(max(finished_at))) * 86400 AS INTEGER) FROM _sluice_runs WHERE "
-      "status = 'ok'",
-      -1);
-  Result<Statement> runs = (*db)->Prepare(
-      "SELECT run_id, status, started_at, messages, staged, quarantined, "
-      "coalesce(fetch_ms,0) + coalesce(stage_ms,0) + coalesce(steps_ms,0) + coalesce(commit_ms,0), coalesce(error, '') "
-      "FROM _sluice_runs ORDER BY run_id DESC LIMIT ?");
-  Result<Statement> reasons = (*db)->Prepare(
-      "SELECT error, count(*) FROM _sluice_quarantine GROUP BY error ORDER BY count(*) DESC, error");
-  if (!runs.ok() || !reasons.ok()) {
-    std::cerr << (runs.ok() ? reasons.status() : runs.status()).message() << "\n";
-    return kExitFailure;
-  }
-  runs->BindInt(1, vm["runs"].as<int>());
-
   if (vm.count("json")) {
     rapidjson::StringBuffer buffer;
     rapidjson::Writer<rapidjson::StringBuffer> json(buffer);
@@ -205,41 +174,40 @@ int CommandStatus(const std::vector<std::string>& args) {
     json.Key("total_lag");
     json.Int64(total_lag);
     json.Key("seconds_since_last_ok_batch");
-    if (since_ok.ok() && *since_ok >= 0) json.Int64(*since_ok);
+    if (report->seconds_since_ok) json.Int64(*report->seconds_since_ok);
     else json.Null();
     json.Key("runs");
     json.StartArray();
-    while (NextRow(&*runs)) {
+    for (const auto& run : report->runs) {
       json.StartObject();
       json.Key("run_id");
-      json.Int64(runs->ColumnInt(0));
+      json.Int64(run.run_id);
       json.Key("status");
-      json.String(runs->ColumnText(1).c_str());
+      json.String(run.status.c_str());
       json.Key("started_at");
-      json.String(runs->ColumnText(2).c_str());
+      json.String(run.started_at.c_str());
       json.Key("messages");
-      json.Int64(runs->ColumnInt(3));
+      json.Int64(run.messages);
       json.Key("staged");
-      json.Int64(runs->ColumnInt(4));
+      json.Int64(run.staged);
       json.Key("quarantined");
-      json.Int64(runs->ColumnInt(5));
+      json.Int64(run.quarantined);
       json.Key("duration_ms");
-      json.Int64(static_cast<int64_t>(runs->ColumnDouble(6) + 0.5));  // whole milliseconds
+      json.Int64(static_cast<int64_t>(run.duration_ms + 0.5));  // whole milliseconds
       json.Key("error");
-      std::string error = runs->ColumnText(7);
-      if (error.empty()) json.Null();
-      else json.String(error.c_str());
+      if (run.error.empty()) json.Null();
+      else json.String(run.error.c_str());
       json.EndObject();
     }
     json.EndArray();
     json.Key("quarantine");
     json.StartArray();
-    while (NextRow(&*reasons)) {
+    for (const auto& reason : report->quarantine) {
       json.StartObject();
       json.Key("reason");
-      json.String(reasons->ColumnText(0).c_str());
+      json.String(reason.reason.c_str());
       json.Key("messages");
-      json.Int64(reasons->ColumnInt(1));
+      json.Int64(reason.messages);
       json.EndObject();
     }
     json.EndArray();
@@ -258,48 +226,35 @@ int CommandStatus(const std::vector<std::string>& args) {
                 show(row.end).c_str(), show(row.lag).c_str());
   }
   if (states.ok()) std::printf("%-30s %12s %12s %12s %10lld\n", "total", "", "", "", static_cast<long long>(total_lag));
-  if (since_ok.ok() && *since_ok >= 0) {
-    std::printf("\nlast successful batch: %llds ago\n", static_cast<long long>(*since_ok));
+  if (report->seconds_since_ok) {
+    std::printf("\nlast successful batch: %llds ago\n", static_cast<long long>(*report->seconds_since_ok));
   } else {
     std::printf("\nno successful batch yet\n");
   }
   std::printf("\n%-8s %-7s %-24s %9s %9s %11s %10s  %s\n", "run", "status", "started", "messages", "staged",
               "quarantined", "ms", "error");
-  while (NextRow(&*runs)) {
-    std::string error = runs->ColumnText(7);
+  for (const auto& run : report->runs) {
+    std::string error = run.error;
     if (error.size() > 60) error = error.substr(0, 57) + "...";
-    std::printf("%-8lld %-7s %-24s %9lld %9lld %11lld %10.0f  %s\n", static_cast<long long>(runs->ColumnInt(0)),
-                runs->ColumnText(1).c_str(), runs->ColumnText(2).c_str(), static_cast<long long>(runs->ColumnInt(3)),
-                static_cast<long long>(runs->ColumnInt(4)), static_cast<long long>(runs->ColumnInt(5)),
-                runs->ColumnDouble(6), error.c_str());
+    std::printf("%-8lld %-7s %-24s %9lld %9lld %11lld %10.0f  %s\n", static_cast<long long>(run.run_id),
+                run.status.c_str(), run.started_at.c_str(), static_cast<long long>(run.messages),
+                static_cast<long long>(run.staged), static_cast<long long>(run.quarantined), run.duration_ms,
+                error.c_str());
   }
   // The latest result of each data check (a failing check rolls its batch
   // back, so its failure shows in the runs above).
-  if ((*db)->TableExists("_sluice_checks")) {
-    Result<Statement> checks = (*db)->Prepare(
-        "SELECT \"check\", severity, \"rows\", run_id, ifnull(sample, '') FROM _sluice_checks WHERE pipeline = ? "
-        "ORDER BY \"check\"");
-    if (checks.ok()) {
-      checks->BindText(1, pipeline->config.source.group);
-      bool header = false;
-      while (NextRow(&*checks)) {
-        if (!header) std::printf("\n%-34s %-8s %8s %8s  %s\n", "check", "severity", "rows", "run", "e.g.");
-        header = true;
-        std::string sample = checks->ColumnText(4);
-        if (sample.size() > 60) sample = sample.substr(0, 57) + "...";
-        std::printf("%-34s %-8s %8lld %8lld  %s\n", checks->ColumnText(0).c_str(), checks->ColumnText(1).c_str(),
-                    static_cast<long long>(checks->ColumnInt(2)), static_cast<long long>(checks->ColumnInt(3)),
-                    sample.c_str());
-      }
-    }
+  if (!report->checks.empty()) std::printf("\n%-34s %-8s %8s %8s  %s\n", "check", "severity", "rows", "run", "e.g.");
+  for (const auto& check : report->checks) {
+    std::string sample = check.sample;
+    if (sample.size() > 60) sample = sample.substr(0, 57) + "...";
+    std::printf("%-34s %-8s %8lld %8lld  %s\n", check.check.c_str(), check.severity.c_str(),
+                static_cast<long long>(check.rows), static_cast<long long>(check.run_id), sample.c_str());
   }
   std::printf("\nquarantine\n");
-  bool any = false;
-  while (NextRow(&*reasons)) {
-    any = true;
-    std::printf("%9lld  %s\n", static_cast<long long>(reasons->ColumnInt(1)), reasons->ColumnText(0).c_str());
+  for (const auto& reason : report->quarantine) {
+    std::printf("%9lld  %s\n", static_cast<long long>(reason.messages), reason.reason.c_str());
   }
-  if (!any) std::printf("%9s  (empty)\n", "0");
+  if (report->quarantine.empty()) std::printf("%9s  (empty)\n", "0");
   return kExitOk;
 }
 
@@ -334,30 +289,21 @@ int CommandQuarantine(const std::vector<std::string>& args) {
     return kExitFailure;
   }
   if (action == "list") {
-    Result<std::unique_ptr<Database>> db = OpenExisting(pipeline->config, true);
-    if (!db.ok()) {
-      std::cerr << db.status().message() << "\n";
+    Result<std::unique_ptr<Target>> target = OpenExisting(pipeline->config, true);
+    if (!target.ok()) {
+      std::cerr << target.status().message() << "\n";
       return kExitFailure;
     }
-    // Per reason: the partitions in order, each with its own offset range.
-    Result<Statement> groups = (*db)->Prepare(
-        "WITH per_partition AS (SELECT error, topic, \"partition\", count(*) AS n, min(\"offset\") AS first, "
-        "max(\"offset\") AS last FROM _sluice_quarantine GROUP BY error, topic, \"partition\"), "
-        "reasons AS (SELECT error, count(*) AS n, substr(min(CAST(value AS TEXT)), 1, 80) AS example "
-        "FROM _sluice_quarantine GROUP BY error) "
-        "SELECT r.error, r.n, (SELECT group_concat(topic || '[' || \"partition\" || '] ' || "
-        "CASE WHEN first = last THEN first ELSE first || '..' || last END, ', ') FROM (SELECT * FROM per_partition p "
-        "WHERE p.error = r.error ORDER BY topic, \"partition\")), 0, 0, r.example FROM reasons r "
-        "ORDER BY r.n DESC, r.error");
-    if (!groups.ok()) {
-      std::cerr << groups.status().message() << "\n";
+    Result<TargetReport> report = (*target)->Report(0);
+    if (!report.ok()) {
+      std::cerr << report.status().message() << "\n";
       return kExitFailure;
     }
     int64_t total = 0;
-    while (NextRow(&*groups)) {
-      total += groups->ColumnInt(1);
-      std::printf("%lld  %s\n     at %s; e.g. %s\n", static_cast<long long>(groups->ColumnInt(1)),
-                  groups->ColumnText(0).c_str(), groups->ColumnText(2).c_str(), groups->ColumnText(5).c_str());
+    for (const auto& reason : report->quarantine) {
+      total += reason.messages;
+      std::printf("%lld  %s\n     at %s; e.g. %s\n", static_cast<long long>(reason.messages), reason.reason.c_str(),
+                  reason.where.c_str(), reason.example.c_str());
     }
     std::printf("%lld quarantined message%s\n", static_cast<long long>(total), total == 1 ? "" : "s");
     return kExitOk;
@@ -365,44 +311,22 @@ int CommandQuarantine(const std::vector<std::string>& args) {
 
   // replay
   std::vector<Message> messages;
-  int64_t last_rowid = 0;
+  int64_t through = 0;
   int64_t ahead = 0;  // quarantined messages the next run reads again
   {
-    Result<std::unique_ptr<Database>> db = OpenExisting(pipeline->config, true);
-    if (!db.ok()) {
-      std::cerr << db.status().message() << "\n";
+    Result<std::unique_ptr<Target>> target = OpenExisting(pipeline->config, true);
+    if (!target.ok()) {
+      std::cerr << target.status().message() << "\n";
       return kExitFailure;
     }
-    Result<Statement> rows = (*db)->Prepare(
-        "SELECT rowid, topic, \"partition\", \"offset\", \"timestamp\", key, value FROM _sluice_quarantine "
-        "ORDER BY rowid");
-    if (!rows.ok()) {
-      std::cerr << rows.status().message() << "\n";
+    Result<QuarantineSnapshot> snapshot = (*target)->TakeQuarantine();
+    if (!snapshot.ok()) {
+      std::cerr << snapshot.status().message() << "\n";
       return kExitFailure;
     }
-    // Messages at or past the stored position (after a reset) are read again
-    // by the next run: replaying them too would stage them twice.
-    Result<OffsetMap> stored = Catalog(db->get(), pipeline->config.source.group).AllStoredOffsets();
-    if (!stored.ok()) {
-      std::cerr << stored.status().message() << "\n";
-      return kExitFailure;
-    }
-    while (NextRow(&*rows)) {
-      last_rowid = rows->ColumnInt(0);
-      auto position = stored->find({rows->ColumnText(1), static_cast<int32_t>(rows->ColumnInt(2))});
-      if (position != stored->end() && rows->ColumnInt(3) >= position->second) {
-        ++ahead;
-        continue;
-      }
-      Message message;
-      message.topic = rows->ColumnText(1);
-      message.partition = static_cast<int32_t>(rows->ColumnInt(2));
-      message.offset = rows->ColumnInt(3);
-      if (!rows->IsNull(4)) message.timestamp = rows->ColumnInt(4);
-      if (!rows->IsNull(5)) message.key = rows->ColumnText(5);
-      if (!rows->IsNull(6)) message.value = rows->ColumnText(6);
-      messages.push_back(std::move(message));
-    }
+    messages = std::move(snapshot->messages);
+    through = snapshot->through;
+    ahead = snapshot->ahead;
   }
   if (ahead > 0) {
     std::printf("%lld quarantined message%s lie at or past the stored offsets (after a reset): the next `sluice run` "
@@ -426,18 +350,7 @@ int CommandQuarantine(const std::vector<std::string>& args) {
   }
   BatchOptions batch;
   batch.store_offsets = false;
-  std::string group = pipeline->config.source.group;
-  batch.before_stage = [last_rowid, group](Database* db) {
-    // The rows replayed: up to the last one read, except those the next run reads again.
-    Result<Statement> remove = db->Prepare(
-        "DELETE FROM _sluice_quarantine AS q WHERE rowid <= ?1 AND NOT EXISTS (SELECT 1 FROM _sluice_offsets AS o "
-        "WHERE o.pipeline = ?2 AND o.topic = q.topic AND o.\"partition\" = q.\"partition\" AND q.\"offset\" >= "
-        "o.next_offset)");
-    if (!remove.ok()) return remove.status();
-    remove->BindInt(1, last_rowid);
-    remove->BindText(2, group);
-    return remove->Run();
-  };
+  batch.before_stage = [through](Target* target) { return target->ForgetReplayed(through); };
   Result<BatchOutcome> outcome = (*engine)->RunBatch(batch);
   if (!outcome.ok()) {
     std::cerr << "replay failed, nothing changed: " << outcome.status().message() << "\n";
@@ -478,44 +391,22 @@ int CommandCompact(const std::vector<std::string>& args) {
     std::cerr << "no database at " << path << " (nothing has run yet); nothing to compact\n";
     return kExitFailure;
   }
-  auto lock = PipelineLock::Acquire(path, true,
-                                    "compact needs the database to itself: stop that `sluice run` first (it resumes "
-                                    "where it stopped)");
-  if (!lock.ok()) {
-    std::cerr << lock.status().message() << "\n";
+  Result<std::unique_ptr<Target>> target =
+      OpenExisting(pipeline->config, false, TargetOptions::Lock::kExclusive,
+                   "compact needs the database to itself: stop that `sluice run` first (it resumes where it stopped)");
+  if (!target.ok()) {
+    std::cerr << target.status().message() << "\n";
     return kExitFailure;
   }
-  Result<std::unique_ptr<Database>> db = OpenExisting(pipeline->config, false);
-  if (!db.ok()) {
-    std::cerr << db.status().message() << "\n";
+  Result<CompactOutcome> compacted = (*target)->Compact(pipeline->config.retention);
+  if (!compacted.ok()) {
+    std::cerr << compacted.status().message() << "\n";
     return kExitFailure;
   }
-  int64_t before = FileSize(path) + FileSize(path + "-wal");
-  int64_t pruned = 0;
-  if (pipeline->config.retention.count() > 0 && (*db)->TableExists(StagingWriter::kTable)) {
-    std::string cutoff = "-" + std::to_string(pipeline->config.retention.count() / 1000.0) + " seconds";
-    Status st = (*db)->Exec(std::string("DELETE FROM ") + StagingWriter::kTable +
-                            " WHERE _sluice_run_id IN (SELECT run_id FROM _sluice_runs WHERE started_at < "
-                            "strftime('%Y-%m-%dT%H:%M:%fZ', 'now', " + QuoteLiteral(cutoff) + "))");
-    if (!st.ok()) {
-      std::cerr << st.message() << "\n";
-      return kExitFailure;
-    }
-    pruned = (*db)->Changes();
-  }
-  Result<int64_t> auto_vacuum = (*db)->QueryInt("PRAGMA auto_vacuum");
-  std::string maintenance = "PRAGMA wal_checkpoint(TRUNCATE); PRAGMA optimize; ";
-  maintenance += auto_vacuum.ok() && *auto_vacuum == 2 ? "PRAGMA incremental_vacuum; " : "VACUUM; ";
-  maintenance += "PRAGMA wal_checkpoint(TRUNCATE);";
-  Status st = (*db)->Exec(maintenance);
-  if (!st.ok()) {
-    std::cerr << "compact: " << st.message() << "\n";
-    return kExitFailure;
-  }
-  int64_t after = FileSize(path) + FileSize(path + "-wal");
-  std::printf("pruned %lld staging row%s; %s: %lld -> %lld bytes (%lld reclaimed)\n", static_cast<long long>(pruned),
-              pruned == 1 ? "" : "s", path.c_str(), static_cast<long long>(before), static_cast<long long>(after),
-              static_cast<long long>(std::max<int64_t>(0, before - after)));
+  std::printf("pruned %lld staging row%s; %s: %lld -> %lld bytes (%lld reclaimed)\n",
+              static_cast<long long>(compacted->pruned_rows), compacted->pruned_rows == 1 ? "" : "s", path.c_str(),
+              static_cast<long long>(compacted->bytes_before), static_cast<long long>(compacted->bytes_after),
+              static_cast<long long>(std::max<int64_t>(0, compacted->bytes_before - compacted->bytes_after)));
   return kExitOk;
 }
 

@@ -6,7 +6,7 @@
 // milliseconds. docs/sql-functions.md is the reference for analysts.
 #pragma once
 
-#include "engine/status.h"
+#include "common/status.h"
 
 struct sqlite3;
 

@@ -13,20 +13,13 @@
 #include <string>
 #include <string_view>
 
-#include "engine/status.h"
+#include "common/status.h"
+#include "sql/identifier.h"
 
 struct sqlite3;
 struct sqlite3_stmt;
 
 namespace sluice {
-
-// Quotes `name` as an SQL identifier: "a""b". Safe for any input.
-std::string QuoteIdentifier(std::string_view name);
-// Quotes `text` as an SQL string literal: 'it''s'.
-std::string QuoteLiteral(std::string_view text);
-// True for names made of [A-Za-z_][A-Za-z0-9_]*: the names sluice accepts for
-// tables and columns it creates, so that analysts can write them unquoted.
-bool IsPlainIdentifier(std::string_view name);
 
 class Statement {
  public:
