@@ -28,16 +28,6 @@ uint64_t Fnv(uint64_t hash, const std::string& text) {
   return (hash ^ static_cast<unsigned char>('\n')) * kFnvPrime;
 }
 
-// Days since 1970-01-01 of a proleptic Gregorian date.
-int64_t DaysFromCivil(int64_t y, int64_t m, int64_t d) {
-  y -= m <= 2;
-  const int64_t era = (y >= 0 ? y : y - 399) / 400;
-  const int64_t yoe = y - era * 400;
-  const int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-  const int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-  return era * 146097 + doe - 719468;
-}
-
 // The integer value of a JSON number that is exactly an integer in
 // [min, max] (1.0 is 1; 1.5 and 1e300 are not).
 std::optional<int64_t> ExactInteger(const rapidjson::Value& value, int64_t min, int64_t max) {

@@ -19,18 +19,7 @@ bool Digits(std::string_view text, size_t at, size_t count, int* out) {
   return true;
 }
 
-bool IsLeap(int year) { return (year % 4 == 0 && year % 100 != 0) || year % 400 == 0; }
-
 }  // namespace
-
-int64_t DaysFromCivil(int64_t year, unsigned month, unsigned day) {
-  year -= month <= 2;
-  const int64_t era = (year >= 0 ? year : year - 399) / 400;
-  const unsigned year_of_era = static_cast<unsigned>(year - era * 400);
-  const unsigned day_of_year = (153 * (month > 2 ? month - 3 : month + 9) + 2) / 5 + day - 1;
-  const unsigned day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-  return era * 146097 + static_cast<int64_t>(day_of_era) - 719468;
-}
 
 std::optional<int64_t> ParseIsoMillis(std::string_view text, ZoneRule zone_rule) {
   int year, month, day, hour, minute, second;
@@ -41,7 +30,7 @@ std::optional<int64_t> ParseIsoMillis(std::string_view text, ZoneRule zone_rule)
     return std::nullopt;
   }
   static const int kDays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-  if (month < 1 || month > 12 || day < 1 || day > kDays[month - 1] || (month == 2 && day == 29 && !IsLeap(year)) ||
+  if (month < 1 || month > 12 || day < 1 || day > kDays[month - 1] || (month == 2 && day == 29 && !IsLeapYear(year)) ||
       hour > 23 || minute > 59 || second > 59) {
     return std::nullopt;
   }
@@ -79,28 +68,18 @@ std::optional<int64_t> ParseIsoMillis(std::string_view text, ZoneRule zone_rule)
   } else {
     return std::nullopt;
   }
-  int64_t days = DaysFromCivil(year, static_cast<unsigned>(month), static_cast<unsigned>(day));
+  int64_t days = DaysFromCivil(year, month, day);
   int64_t seconds = days * 86400 + hour * 3600 + minute * 60 + second - offset_minutes * 60;
   return seconds * 1000 + millis;
 }
 
 std::string FormatIsoMillis(int64_t millis) {
-  int64_t days = millis >= 0 ? millis / 86400000 : -((-millis + 86399999) / 86400000);
-  int64_t in_day = millis - days * 86400000;
-  // civil_from_days
-  int64_t z = days + 719468;
-  const int64_t era = (z >= 0 ? z : z - 146096) / 146097;
-  const unsigned day_of_era = static_cast<unsigned>(z - era * 146097);
-  const unsigned year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36524 - day_of_era / 146096) / 365;
-  int64_t year = static_cast<int64_t>(year_of_era) + era * 400;
-  const unsigned day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-  const unsigned mp = (5 * day_of_year + 2) / 153;
-  const unsigned day = day_of_year - (153 * mp + 2) / 5 + 1;
-  const unsigned month = mp < 10 ? mp + 3 : mp - 9;
-  year += month <= 2;
-  char out[40];
-  std::snprintf(out, sizeof(out), "%04lld-%02u-%02uT%02lld:%02lld:%02lld.%03lldZ", static_cast<long long>(year),
-                month, day, static_cast<long long>(in_day / 3600000), static_cast<long long>(in_day / 60000 % 60),
+  const int64_t days = FloorDiv(millis, 86400000);
+  const int64_t in_day = millis - days * 86400000;
+  const CivilDate date = CivilFromDays(days);
+  char out[96];
+  std::snprintf(out, sizeof(out), "%04lld-%02d-%02dT%02lld:%02lld:%02lld.%03lldZ", static_cast<long long>(date.year),
+                date.month, date.day, static_cast<long long>(in_day / 3600000), static_cast<long long>(in_day / 60000 % 60),
                 static_cast<long long>(in_day / 1000 % 60), static_cast<long long>(in_day % 1000));
   return out;
 }
