@@ -588,7 +588,7 @@ void KafkaSource::OnRebalance(int err, rd_kafka_topic_partition_list_t* partitio
 void KafkaSource::DropBuffered(const std::set<TopicPartition>& partitions) {
   auto revoked = [&](const Message& m) { return partitions.count({m.topic, m.partition}) > 0; };
   pending_.erase(std::remove_if(pending_.begin(), pending_.end(), revoked), pending_.end());
-  if (fetching_ != nullptr) fetching_->erase(std::remove_if(fetching_->begin() + fetch_base_, fetching_->end(), revoked), fetching_->end());
+  fetched_.erase(std::remove_if(fetched_.begin(), fetched_.end(), revoked), fetched_.end());
 }
 
 bool KafkaSource::AllAtEnd() {
@@ -781,29 +781,36 @@ std::vector<std::string> KafkaSource::TakeNotes() {
 Status KafkaSource::Fetch(size_t max_messages, std::chrono::milliseconds max_wait, std::vector<Message>* out) {
   if (!rk_) return Status::KafkaError("source is not open");
   auto deadline = Clock::now() + max_wait;
+  // The batch is gathered in the source's own buffer: a revocation during a
+  // poll drops its partitions' messages from there (DropBuffered), and the
+  // caller's vector is only touched once, at the end.
+  fetched_.clear();
   size_t taken = std::min(max_messages, pending_.size());
-  out->insert(out->end(), std::make_move_iterator(pending_.begin()), std::make_move_iterator(pending_.begin() + taken));
+  fetched_.insert(fetched_.end(), std::make_move_iterator(pending_.begin()),
+                  std::make_move_iterator(pending_.begin() + taken));
   pending_.erase(pending_.begin(), pending_.begin() + taken);
-
-  fetching_ = out;
-  fetch_base_ = out->size() - taken;
-  struct Reset {
-    KafkaSource* self;
-    ~Reset() { self->fetching_ = nullptr; }
-  } reset{this};
-
-  size_t limit = fetch_base_ + max_messages;
-  while (out->size() < limit) {
-    if (!deferred_error_.ok()) {
-      Status error = deferred_error_;
-      deferred_error_ = Status::Ok();
-      return error;
+  Status status = [&]() -> Status {
+    while (fetched_.size() < max_messages) {
+      if (!deferred_error_.ok()) {
+        Status error = deferred_error_;
+        deferred_error_ = Status::Ok();
+        return error;
+      }
+      if (AllAtEnd()) break;
+      auto remaining = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+      if (remaining <= 0) break;
+      SLUICE_RETURN_IF_ERROR(Poll(static_cast<int>(std::min<int64_t>(remaining, 100)), &fetched_));
     }
-    if (AllAtEnd()) break;
-    auto remaining = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
-    if (remaining <= 0) break;
-    SLUICE_RETURN_IF_ERROR(Poll(static_cast<int>(std::min<int64_t>(remaining, 100)), out));
+    return Status::Ok();
+  }();
+  if (!status.ok()) {
+    // Nothing fetched is lost with the error: served first by the next Fetch.
+    pending_.insert(pending_.begin(), std::make_move_iterator(fetched_.begin()), std::make_move_iterator(fetched_.end()));
+    fetched_.clear();
+    return status;
   }
+  out->insert(out->end(), std::make_move_iterator(fetched_.begin()), std::make_move_iterator(fetched_.end()));
+  fetched_.clear();
   return Status::Ok();
 }
 

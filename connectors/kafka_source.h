@@ -4,6 +4,18 @@
 // are never auto-committed or auto-stored; auto.offset.reset is "error", so a
 // partition whose position fell off the log is reported, never skipped
 // silently.
+//
+// Threading: a KafkaSource belongs to the one thread that calls its methods
+// (the engine's, or a fetch thread later). librdkafka calls back into it only
+// from inside rd_kafka_consumer_poll and the queue polls in Poll(), Idle()
+// and Close(), so on that thread: rebalances (OnRebalance: positions, the
+// StoredOffsetLookup, DropBuffered) mutate only the source's own state and
+// buffers (pending_, fetched_); the caller's batch vector is written once,
+// at the end of Fetch(). The only callback from librdkafka's own threads is
+// the log callback, which touches nothing but spdlog and its own
+// mutex-guarded table. The lookups passed in (stored offsets, last read) run
+// on the polling thread: a fetch thread would give them their own database
+// connection.
 #pragma once
 
 #include <atomic>
@@ -150,9 +162,8 @@ class KafkaSource : public BatchSource {
   OffsetMap known_ends_;             // the latest log end offsets seen (EndOffsets, fetch responses)
   OffsetMap positions_;
   OffsetMap start_offsets_;
-  std::vector<Message> pending_;  // fetched while idle; served first
-  std::vector<Message>* fetching_ = nullptr;  // the batch Fetch() is filling, for revocations
-  size_t fetch_base_ = 0;                     // where this Fetch() started appending in *fetching_
+  std::vector<Message> pending_;  // fetched while idle (or before a failed Fetch); served first
+  std::vector<Message> fetched_;  // the batch Fetch() is gathering; revocations drop from it
   bool rebalanced_ = false;
   Status rebalance_error_;
   Status deferred_error_;  // met while idle; returned by the next Fetch
