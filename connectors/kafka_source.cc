@@ -125,6 +125,8 @@ const std::set<std::string>& ReservedKafkaProperties() {
 
 void KafkaSource::Deleter::operator()(rd_kafka_s* rk) const { rd_kafka_destroy(rk); }
 
+std::string KafkaLibrary() { return std::string("librdkafka ") + rd_kafka_version_str(); }
+
 KafkaSource::KafkaSource(KafkaSourceOptions options) : options_(std::move(options)) {}
 
 KafkaSource::~KafkaSource() { Close(); }

@@ -72,6 +72,9 @@ std::string RedactSecrets(std::string text, const std::vector<std::pair<std::str
 // the offset protocol, so the config loader rejects them.
 const std::set<std::string>& ReservedKafkaProperties();
 
+// "librdkafka 2.0.2": the Kafka client library sluice is built with.
+std::string KafkaLibrary();
+
 // One partition as `sluice status` and `sluice reset` see it.
 struct PartitionState {
   TopicPartition partition;

@@ -158,6 +158,9 @@ struct TargetOptions {
   std::string lock_hint;  // ends a refusal: what the refused command should do instead
 };
 
+// "SQLite 3.40.1": the database libraries the targets are built with.
+std::string TargetLibraries();
+
 class Target {
  public:
   // Opens the target `options.database` names, taking the lock first. Fails

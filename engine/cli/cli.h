@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "common/status.h"
+
 namespace sluice::cli {
 
 constexpr int kExitOk = 0;
@@ -31,6 +33,10 @@ void SetupLogging(int verbosity);
 boost::program_options::variables_map ParseWithDir(const std::vector<std::string>& args,
                                                    const boost::program_options::options_description& options,
                                                    bool with_action = false);
+
+// Prints `status` (after `context: ` when given) to stderr; returns
+// kExitFailure.
+int Fail(const Status& status, const std::string& context = "");
 
 // "sluice 0.1.0 (librdkafka 2.0.2, SQLite 3.40.1)"
 std::string Version();

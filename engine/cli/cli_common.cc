@@ -1,13 +1,15 @@
 // Shared pieces of the command line: signals, logging, version.
-#include <librdkafka/rdkafka.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
-#include <sqlite3.h>
 
 #include <csignal>
 #include <filesystem>
+#include <iostream>
 
 #include "engine/cli/cli.h"
+
+#include "connectors/kafka_source.h"
+#include "sql/target.h"
 
 namespace sluice::cli {
 
@@ -90,9 +92,13 @@ po::variables_map ParseWithDir(const std::vector<std::string>& args, const po::o
   return vm;
 }
 
+int Fail(const Status& status, const std::string& context) {
+  std::cerr << (context.empty() ? "" : context + ": ") << status.message() << "\n";
+  return kExitFailure;
+}
+
 std::string Version() {
-  return std::string("sluice ") + SLUICE_VERSION + " (librdkafka " + rd_kafka_version_str() + ", SQLite " +
-         sqlite3_libversion() + ")";
+  return std::string("sluice ") + SLUICE_VERSION + " (" + KafkaLibrary() + ", " + TargetLibraries() + ")";
 }
 
 }  // namespace sluice::cli

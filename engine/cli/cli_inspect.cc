@@ -88,18 +88,15 @@ int CommandStatus(const std::vector<std::string>& args) {
   if (vm.count("db")) overrides.database = vm["db"].as<std::string>();
   Result<Pipeline> pipeline = LoadPipeline(vm["dir"].as<std::string>(), overrides);
   if (!pipeline.ok()) {
-    std::cerr << pipeline.status().message() << "\n";
-    return kExitFailure;
+    return Fail(pipeline.status());
   }
   Result<std::unique_ptr<Target>> target = OpenExisting(pipeline->config, true);
   if (!target.ok()) {
-    std::cerr << target.status().message() << "\n";
-    return kExitFailure;
+    return Fail(target.status());
   }
   Result<TargetReport> report = (*target)->Report(vm["runs"].as<int>());
   if (!report.ok()) {
-    std::cerr << "error: " << report.status().message() << "\n";
-    return kExitFailure;
+    return Fail(report.status(), "error");
   }
   const OffsetMap* stored = &report->stored;
   KafkaSourceOptions source_options = pipeline->config.source;
@@ -285,19 +282,16 @@ int CommandQuarantine(const std::vector<std::string>& args) {
   std::string dir = vm["dir"].as<std::string>();
   Result<Pipeline> pipeline = LoadPipeline(dir, overrides);
   if (!pipeline.ok()) {
-    std::cerr << pipeline.status().message() << "\n";
-    return kExitFailure;
+    return Fail(pipeline.status());
   }
   if (action == "list") {
     Result<std::unique_ptr<Target>> target = OpenExisting(pipeline->config, true);
     if (!target.ok()) {
-      std::cerr << target.status().message() << "\n";
-      return kExitFailure;
+      return Fail(target.status());
     }
     Result<TargetReport> report = (*target)->Report(0);
     if (!report.ok()) {
-      std::cerr << report.status().message() << "\n";
-      return kExitFailure;
+      return Fail(report.status());
     }
     int64_t total = 0;
     for (const auto& reason : report->quarantine) {
@@ -316,13 +310,11 @@ int CommandQuarantine(const std::vector<std::string>& args) {
   {
     Result<std::unique_ptr<Target>> target = OpenExisting(pipeline->config, true);
     if (!target.ok()) {
-      std::cerr << target.status().message() << "\n";
-      return kExitFailure;
+      return Fail(target.status());
     }
     Result<QuarantineSnapshot> snapshot = (*target)->TakeQuarantine();
     if (!snapshot.ok()) {
-      std::cerr << snapshot.status().message() << "\n";
-      return kExitFailure;
+      return Fail(snapshot.status());
     }
     messages = std::move(snapshot->messages);
     through = snapshot->through;
@@ -345,16 +337,14 @@ int CommandQuarantine(const std::vector<std::string>& args) {
       "quarantine replay stages into the same database: stop that `sluice run` first, replay, then start it again";
   auto engine = Engine::Open(*pipeline, std::make_unique<MemorySource>(std::move(messages), "quarantine"), engine_options);
   if (!engine.ok()) {
-    std::cerr << engine.status().message() << "\n";
-    return kExitFailure;
+    return Fail(engine.status());
   }
   BatchOptions batch;
   batch.store_offsets = false;
   batch.before_stage = [through](Target* target) { return target->ForgetReplayed(through); };
   Result<BatchOutcome> outcome = (*engine)->RunBatch(batch);
   if (!outcome.ok()) {
-    std::cerr << "replay failed, nothing changed: " << outcome.status().message() << "\n";
-    return kExitFailure;
+    return Fail(outcome.status(), "replay failed, nothing changed");
   }
   std::printf("replayed %zu message%s in run %lld: %lld now pass and left the quarantine, %lld still fail\n", count,
               count == 1 ? "" : "s", static_cast<long long>(outcome->run_id),
@@ -381,8 +371,7 @@ int CommandCompact(const std::vector<std::string>& args) {
   if (vm.count("db")) overrides.database = vm["db"].as<std::string>();
   Result<Pipeline> pipeline = LoadPipeline(vm["dir"].as<std::string>(), overrides);
   if (!pipeline.ok()) {
-    std::cerr << pipeline.status().message() << "\n";
-    return kExitFailure;
+    return Fail(pipeline.status());
   }
   const std::string& path = pipeline->config.database;
   // Nothing to compact: say so before taking the lock (which would leave a
@@ -395,13 +384,11 @@ int CommandCompact(const std::vector<std::string>& args) {
       OpenExisting(pipeline->config, false, TargetOptions::Lock::kExclusive,
                    "compact needs the database to itself: stop that `sluice run` first (it resumes where it stopped)");
   if (!target.ok()) {
-    std::cerr << target.status().message() << "\n";
-    return kExitFailure;
+    return Fail(target.status());
   }
   Result<CompactOutcome> compacted = (*target)->Compact(pipeline->config.retention);
   if (!compacted.ok()) {
-    std::cerr << compacted.status().message() << "\n";
-    return kExitFailure;
+    return Fail(compacted.status());
   }
   std::printf("pruned %lld staging row%s; %s: %lld -> %lld bytes (%lld reclaimed)\n",
               static_cast<long long>(compacted->pruned_rows), compacted->pruned_rows == 1 ? "" : "s", path.c_str(),

@@ -105,8 +105,7 @@ int CommandReset(const std::vector<std::string>& args) {
   if (vm.count("db")) overrides.database = vm["db"].as<std::string>();
   Result<Pipeline> pipeline = LoadPipeline(vm["dir"].as<std::string>(), overrides);
   if (!pipeline.ok()) {
-    std::cerr << pipeline.status().message() << "\n";
-    return kExitFailure;
+    return Fail(pipeline.status());
   }
   const PipelineConfig& config = pipeline->config;
   std::vector<std::string> truncate;
@@ -128,22 +127,19 @@ int CommandReset(const std::vector<std::string>& args) {
   if (exists) {
     Result<std::unique_ptr<Target>> opened = Target::Open(ResetTargetOptions(config, false));
     if (!opened.ok()) {
-      std::cerr << opened.status().message() << "\n";
-      return kExitFailure;
+      return Fail(opened.status());
     }
     target = std::move(*opened);
     Result<bool> has_offsets = target->HasTable("_sluice_offsets");
     if (has_offsets.ok() && *has_offsets) {
       Result<OffsetMap> stored = target->AllStoredOffsets();
       if (!stored.ok()) {
-        std::cerr << stored.status().message() << "\n";
-        return kExitFailure;
+        return Fail(stored.status());
       }
       stored_offsets = *stored;
       Result<std::vector<std::string>> inputs = target->FileInputs(config.source.topics);
       if (!inputs.ok()) {
-        std::cerr << inputs.status().message() << "\n";
-        return kExitFailure;
+        return Fail(inputs.status());
       }
       file_inputs = *inputs;
     }
@@ -188,8 +184,7 @@ int CommandReset(const std::vector<std::string>& args) {
   Result<std::vector<PartitionState>> states = std::vector<PartitionState>();
   if (!by_input) states = kafka.Inspect();
   if (!states.ok()) {
-    std::cerr << states.status().message() << "\n";
-    return kExitFailure;
+    return Fail(states.status());
   }
 
   OffsetMap next;
@@ -226,8 +221,7 @@ int CommandReset(const std::vector<std::string>& args) {
     } else {
       Result<OffsetMap> offsets = kafka.OffsetsForTimestamp(*to_ms);
       if (!offsets.ok()) {
-        std::cerr << offsets.status().message() << "\n";
-        return kExitFailure;
+        return Fail(offsets.status());
       }
       next = *offsets;
     }
@@ -281,8 +275,7 @@ int CommandReset(const std::vector<std::string>& args) {
                  "database if that is not what you meant)\n";
     Result<std::unique_ptr<Target>> created = Target::Open(ResetTargetOptions(config, true));
     if (!created.ok()) {
-      std::cerr << created.status().message() << "\n";
-      return kExitFailure;
+      return Fail(created.status());
     }
     target = std::move(*created);
   }
@@ -297,8 +290,7 @@ int CommandReset(const std::vector<std::string>& args) {
                                      : "reset to " + vm["to"].as<std::string>();
   Result<ResetOutcome> reset = target->Reset(plan);
   if (!reset.ok()) {
-    std::cerr << "nothing changed: " << reset.status().message() << "\n";
-    return kExitFailure;
+    return Fail(reset.status(), "nothing changed");
   }
   Status committed = next.empty() ? Status::Ok() : kafka.CommitGroupOffsets(next);
   if (!committed.ok()) {

@@ -36,8 +36,7 @@ int CommandTest(const std::vector<std::string>& args) {
   std::string dir = vm["dir"].as<std::string>();
   Result<std::vector<FixtureResult>> results = RunFixtures(dir, vm.count("case") ? vm["case"].as<std::string>() : "");
   if (!results.ok()) {
-    std::cerr << results.status().message() << "\n";
-    return kExitFailure;
+    return Fail(results.status());
   }
   int failed = 0;
   for (const auto& result : *results) {

@@ -33,6 +33,8 @@ bool NextRow(Statement* stmt, Status* error) {
 
 }  // namespace
 
+std::string TargetLibraries() { return std::string("SQLite ") + sqlite3_libversion(); }
+
 Result<std::unique_ptr<Target>> Target::Open(const TargetOptions& options) {
   Result<std::unique_ptr<SqliteTarget>> target = SqliteTarget::Open(options);
   if (!target.ok()) return target.status();
