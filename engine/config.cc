@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "sql/identifier.h"
+#include "sql/target.h"
 
 namespace sluice {
 namespace fs = std::filesystem;
@@ -303,7 +304,8 @@ Result<PipelineConfig> ParseConfig(const std::string& text, const std::string& d
   if (config.source.brokers.empty()) errors.Add("source", "brokers", "is empty; set it or pass --brokers");
   if (config.source.group.empty()) errors.Add("source", "group", "is empty");
   if (!errors.empty()) return errors.ToStatus();
-  config.database = database == ":memory:" || fs::path(database).is_absolute() || overrides.database
+  config.database = database == ":memory:" || fs::path(database).is_absolute() || overrides.database ||
+                            IsDatabaseUrl(database)
                         ? database
                         : (fs::path(dir) / database).string();
   return config;

@@ -141,7 +141,9 @@ struct QueryResult {
 };
 
 struct TargetOptions {
-  std::string database;  // a path (":memory:" for a scratch database)
+  // A file path (":memory:" for a scratch database) for SQLite, or a
+  // postgresql:// URL.
+  std::string database;
   std::string pipeline;  // the consumer group: keys offsets, quarantine and checks
   int busy_timeout_ms = 10000;
   unsigned file_mode = 0600;  // of a database created now
@@ -157,6 +159,10 @@ struct TargetOptions {
   Lock lock = Lock::kNone;
   std::string lock_hint;  // ends a refusal: what the refused command should do instead
 };
+
+// True for a database given as a URL ("postgresql://...", "postgres://..."),
+// not a file path.
+bool IsDatabaseUrl(const std::string& database);
 
 // "SQLite 3.40.1": the database libraries the targets are built with.
 std::string TargetLibraries();

@@ -33,14 +33,6 @@ bool NextRow(Statement* stmt, Status* error) {
 
 }  // namespace
 
-std::string TargetLibraries() { return std::string("SQLite ") + sqlite3_libversion(); }
-
-Result<std::unique_ptr<Target>> Target::Open(const TargetOptions& options) {
-  Result<std::unique_ptr<SqliteTarget>> target = SqliteTarget::Open(options);
-  if (!target.ok()) return target.status();
-  return std::unique_ptr<Target>(std::move(*target));
-}
-
 Result<std::unique_ptr<SqliteTarget>> SqliteTarget::Open(const TargetOptions& options) {
   if (options.database.empty()) return Status::InvalidConfig("no database given ([target] database or --db)");
   const bool in_memory = options.database == ":memory:";
