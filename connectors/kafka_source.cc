@@ -336,30 +336,45 @@ Result<std::vector<TopicPartition>> KafkaSource::ListPartitions(rd_kafka_s* rk) 
   return partitions;
 }
 
+namespace {
+
+// ListOffsets for every partition in one request: `which` is
+// RD_KAFKA_OFFSET_BEGINNING (-2, the log start) or RD_KAFKA_OFFSET_END (-1,
+// the log end; the last stable offset under read_committed). Asking one
+// partition at a time would wait behind each broker's fetch long-poll once
+// the partitions are assigned: tens of seconds for 64 partitions.
+Result<OffsetMap> ListOffsets(rd_kafka_t* rk, const std::vector<TopicPartition>& partitions, int64_t which) {
+  OffsetMap offsets;
+  if (partitions.empty()) return offsets;
+  PartitionList list = ToList(partitions);
+  for (int i = 0; i < list->cnt; ++i) list->elems[i].offset = which;
+  const char* what = which == RD_KAFKA_OFFSET_END ? "end offset" : "start offset";
+  rd_kafka_resp_err_t err = rd_kafka_offsets_for_times(rk, list.get(), 10000);
+  if (err) return Status::Unavailable(std::string("cannot read the partitions' ") + what + "s: " + rd_kafka_err2str(err));
+  for (int i = 0; i < list->cnt; ++i) {
+    TopicPartition tp{list->elems[i].topic, list->elems[i].partition};
+    if (list->elems[i].err || list->elems[i].offset < 0) {
+      return Status::Unavailable(std::string("cannot read the ") + what + " of " + Name(tp) + ": " +
+                                 rd_kafka_err2str(list->elems[i].err ? list->elems[i].err : RD_KAFKA_RESP_ERR__FAIL));
+    }
+    offsets[tp] = list->elems[i].offset;
+  }
+  return offsets;
+}
+
+}  // namespace
+
 Result<std::map<TopicPartition, std::pair<int64_t, int64_t>>> KafkaSource::Watermarks(
     const std::vector<TopicPartition>& partitions) {
   std::map<TopicPartition, std::pair<int64_t, int64_t>> marks;
-  if (partitions.empty()) return marks;
-  // ListOffsets for "earliest" (-2) and "latest" (-1): one request each for
-  // every partition, honouring isolation.level (latest is the last stable
-  // offset under read_committed).
-  for (int64_t which : {RD_KAFKA_OFFSET_BEGINNING, RD_KAFKA_OFFSET_END}) {
-    PartitionList list = ToList(partitions);
-    for (int i = 0; i < list->cnt; ++i) list->elems[i].offset = which;
-    Result<rd_kafka_s*> meta = Meta();
-    if (!meta.ok()) return meta.status();
-    rd_kafka_resp_err_t err = rd_kafka_offsets_for_times(*meta, list.get(), 10000);
-    if (err) return Status::Unavailable(std::string("cannot read the partitions' offsets: ") + rd_kafka_err2str(err));
-    for (int i = 0; i < list->cnt; ++i) {
-      TopicPartition tp{list->elems[i].topic, list->elems[i].partition};
-      if (list->elems[i].err || list->elems[i].offset < 0) {
-        return Status::Unavailable("cannot read the offsets of " + Name(tp) + ": " +
-                                   rd_kafka_err2str(list->elems[i].err ? list->elems[i].err : RD_KAFKA_RESP_ERR__FAIL));
-      }
-      if (which == RD_KAFKA_OFFSET_BEGINNING) marks[tp].first = list->elems[i].offset;
-      else marks[tp].second = list->elems[i].offset;
-    }
-  }
+  Result<rd_kafka_s*> meta = Meta();
+  if (!meta.ok()) return meta.status();
+  Result<OffsetMap> low = ListOffsets(*meta, partitions, RD_KAFKA_OFFSET_BEGINNING);
+  if (!low.ok()) return low.status();
+  Result<OffsetMap> high = ListOffsets(*meta, partitions, RD_KAFKA_OFFSET_END);
+  if (!high.ok()) return high.status();
+  for (const auto& [tp, offset] : *low) marks[tp].first = offset;
+  for (const auto& [tp, offset] : *high) marks[tp].second = offset;
   return marks;
 }
 
@@ -942,27 +957,13 @@ Status KafkaSource::CommitGroupOffsets(const OffsetMap& next) {
 }
 
 Result<OffsetMap> KafkaSource::EndOffsets() {
-  OffsetMap ends;
-  if (assigned_.empty()) return ends;
-  // One ListOffsets request for every partition ("latest" is timestamp -1).
-  // Querying the watermarks one partition at a time waits behind each
-  // broker's fetch long-poll once the partitions are assigned: tens of
-  // seconds for 64 partitions.
-  PartitionList list = ToList(std::vector<TopicPartition>(assigned_.begin(), assigned_.end()));
-  for (int i = 0; i < list->cnt; ++i) list->elems[i].offset = RD_KAFKA_OFFSET_END;
   Result<rd_kafka_s*> meta = Meta();
   if (!meta.ok()) return meta.status();
-  rd_kafka_resp_err_t err = rd_kafka_offsets_for_times(*meta, list.get(), 10000);
-  if (err) return Status::Unavailable(std::string("cannot read the end offsets: ") + rd_kafka_err2str(err));
-  for (int i = 0; i < list->cnt; ++i) {
-    TopicPartition tp{list->elems[i].topic, list->elems[i].partition};
-    if (list->elems[i].err || list->elems[i].offset < 0) {
-      return Status::Unavailable("cannot read the end offset of " + Name(tp) + ": " +
-                                rd_kafka_err2str(list->elems[i].err ? list->elems[i].err : RD_KAFKA_RESP_ERR__FAIL));
-    }
-    ends[tp] = list->elems[i].offset;
-    known_ends_[tp] = std::max(known_ends_[tp], list->elems[i].offset);
-  }
+  Result<OffsetMap> listed =
+      ListOffsets(*meta, std::vector<TopicPartition>(assigned_.begin(), assigned_.end()), RD_KAFKA_OFFSET_END);
+  if (!listed.ok()) return listed.status();
+  OffsetMap ends = std::move(*listed);
+  for (const auto& [tp, end] : ends) known_ends_[tp] = std::max(known_ends_[tp], end);
   // A position past the log end means the log is not the one read so far
   // (the topic was deleted and recreated): the fetcher may never say so
   // once the pass thinks it is caught up, so check here.
