@@ -165,7 +165,7 @@ Result<std::unique_ptr<StagingWriter>> StagingWriter::Create(Database* db, std::
   ddl += " " + BatchViewDdl(columns, kView, kTable, keep_history) + ";";
   Status st = db->Exec(ddl);
   if (!st.ok()) return st.WithContext("cannot create the staging table");
-  std::unique_ptr<StagingWriter> writer(new StagingWriter(db, std::move(columns)));
+  std::unique_ptr<StagingWriter> writer(new StagingWriter(std::move(columns)));
   writer->retention_ = retention;
   writer->pipeline_ = std::move(pipeline);
   std::string names, placeholders;

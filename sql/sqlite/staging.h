@@ -48,8 +48,7 @@ class StagingWriter {
   Status Write(const Message& message, const DecodedRow& row, int64_t run_id, StageCounts* counts);
 
  private:
-  StagingWriter(Database* db, std::vector<ColumnSpec> columns) : db_(db), columns_(std::move(columns)) {}
-  Database* db_;
+  explicit StagingWriter(std::vector<ColumnSpec> columns) : columns_(std::move(columns)) {}
   std::vector<ColumnSpec> columns_;
   Statement insert_;
   Statement quarantine_;
