@@ -329,19 +329,9 @@ Result<CompactOutcome> SqliteTarget::Compact(std::chrono::milliseconds retention
   CompactOutcome outcome;
   const std::string& path = db_->path();
   outcome.bytes_before = FileSize(path) + FileSize(path + "-wal");
-  if (retention.count() > 0 && db_->TableExists(StagingWriter::kTable)) {
-    std::string cutoff = FormatIsoMillis(
-        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
-            .count() -
-        retention.count());
-    Result<Statement> prune = db_->Prepare(std::string("DELETE FROM ") + StagingWriter::kTable +
-                                           " WHERE _sluice_run_id IN (SELECT run_id FROM _sluice_runs WHERE "
-                                           "started_at < ?)");
-    if (!prune.ok()) return prune.status();
-    prune->BindText(1, cutoff);
-    SLUICE_RETURN_IF_ERROR(prune->Run());
-    outcome.pruned_rows = db_->Changes();
-  }
+  Result<int64_t> pruned = StagingWriter::PruneHistory(db_.get(), retention);
+  if (!pruned.ok()) return pruned.status();
+  outcome.pruned_rows = *pruned;
   Result<int64_t> auto_vacuum = db_->QueryInt("PRAGMA auto_vacuum");
   std::string maintenance = "PRAGMA wal_checkpoint(TRUNCATE); PRAGMA optimize; ";
   maintenance += auto_vacuum.ok() && *auto_vacuum == 2 ? "PRAGMA incremental_vacuum; " : "VACUUM; ";

@@ -17,6 +17,11 @@
 namespace sluice {
 namespace {
 
+// SQLite's date modifier for "`retention` ago": "-86400.000000 seconds".
+std::string RetentionModifier(std::chrono::milliseconds retention) {
+  return "-" + std::to_string(retention.count() / 1000.0) + " seconds";
+}
+
 std::string Upper(std::string text) {
   for (char& c : text) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
   return text;
@@ -189,12 +194,7 @@ Result<std::unique_ptr<StagingWriter>> StagingWriter::Create(Database* db, std::
   if (!quarantine.ok()) return quarantine.status();
   // Without history, every batch starts from an empty table; with it, only
   // the batches of runs older than the retention go.
-  Result<Statement> clear = db->Prepare(
-      keep_history ? "DELETE FROM " + QuoteIdentifier(kTable) +
-                         " WHERE _sluice_run_id IN (SELECT run_id FROM _sluice_runs WHERE started_at < "
-                         "strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?)) OR _sluice_run_id NOT IN (SELECT run_id FROM "
-                         "_sluice_runs)"
-                   : "DELETE FROM " + QuoteIdentifier(kTable));
+  Result<Statement> clear = db->Prepare(keep_history ? HistoryPruneSql() : "DELETE FROM " + QuoteIdentifier(kTable));
   if (!clear.ok()) return clear.status();
   writer->insert_ = std::move(*insert);
   writer->quarantine_ = std::move(*quarantine);
@@ -202,10 +202,25 @@ Result<std::unique_ptr<StagingWriter>> StagingWriter::Create(Database* db, std::
   return writer;
 }
 
+std::string StagingWriter::HistoryPruneSql() {
+  // Runs older than the retention (?1: "-N seconds"), and rows of runs that
+  // never committed.
+  return "DELETE FROM " + QuoteIdentifier(kTable) +
+         " WHERE _sluice_run_id IN (SELECT run_id FROM _sluice_runs WHERE started_at < "
+         "strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?1)) OR _sluice_run_id NOT IN (SELECT run_id FROM _sluice_runs)";
+}
+
+Result<int64_t> StagingWriter::PruneHistory(Database* db, std::chrono::milliseconds retention) {
+  if (retention.count() <= 0 || !db->TableExists(kTable)) return int64_t{0};
+  Result<Statement> prune = db->Prepare(HistoryPruneSql());
+  if (!prune.ok()) return prune.status();
+  prune->BindText(1, RetentionModifier(retention));
+  SLUICE_RETURN_IF_ERROR(prune->Run());
+  return db->Changes();
+}
+
 Status StagingWriter::Clear() {
-  if (retention_.count() > 0) {
-    clear_.BindText(1, "-" + std::to_string(retention_.count() / 1000.0) + " seconds");
-  }
+  if (retention_.count() > 0) clear_.BindText(1, RetentionModifier(retention_));
   Status st = clear_.Run();
   clear_.Reset();
   return st;

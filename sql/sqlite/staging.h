@@ -43,11 +43,15 @@ class StagingWriter {
   // else the batches older than the retention. Call inside the batch
   // transaction.
   Status Clear();
+  // Deletes the staging rows of runs older than `retention` (and of runs
+  // that never committed): `sluice compact`. Returns the rows deleted.
+  static Result<int64_t> PruneHistory(Database* db, std::chrono::milliseconds retention);
   // Stages `message` with the cells of `row`, or quarantines it with
   // row.error.
   Status Write(const Message& message, const DecodedRow& row, int64_t run_id, StageCounts* counts);
 
  private:
+  static std::string HistoryPruneSql();
   explicit StagingWriter(std::vector<ColumnSpec> columns) : columns_(std::move(columns)) {}
   std::vector<ColumnSpec> columns_;
   Statement insert_;
