@@ -18,7 +18,7 @@ namespace sluice {
 namespace {
 
 using testing::AppendPipeline;
-using testing::BackgroundSluice;
+using testing::Child;
 using testing::Contains;
 using testing::IdAmountValues;
 using testing::PipelineFiles;
@@ -99,7 +99,7 @@ TEST(Cli, SecondProcessIsRefusedWhileFirstHoldsTheLock) {
   WritePipeline(dir.path(), files);
   ProduceValues(broker->bootstrap(), "events", IdAmountValues("e", 0, 2));
 
-  BackgroundSluice first({"run", dir.path(), "--brokers", broker->bootstrap(), "--every", "1s"}, dir / "first.log");
+  Child first({"run", dir.path(), "--brokers", broker->bootstrap(), "--every", "1s"}, dir / "first.log");
   ASSERT_GT(first.pid(), 0);
   std::string holder = "sluice pid " + std::to_string(first.pid()) + " ";
   ASSERT_TRUE(
@@ -172,7 +172,7 @@ TEST(Cli, EveryPicksUpNewMessagesAndExitsZeroOnSigterm) {
   WritePipeline(dir.path(), files);
   ProduceValues(broker->bootstrap(), "events", IdAmountValues("a", 0, 2));
 
-  BackgroundSluice run({"run", dir.path(), "--brokers", broker->bootstrap(), "--every", "300ms"}, dir / "run.log");
+  Child run({"run", dir.path(), "--brokers", broker->bootstrap(), "--every", "300ms"}, dir / "run.log");
   ASSERT_GT(run.pid(), 0);
   ASSERT_TRUE(WaitFor([&] { return TryQueryOne(db, "SELECT count(*) FROM events") == "2"; }, std::chrono::seconds(10)))
       << run.output();

@@ -9,19 +9,13 @@
 // end offsets and that PRAGMA integrity_check says ok.
 //
 // The random part prints its seed; SLUICE_CRASH_SEED=<n> replays a run.
-#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
-#include <spawn.h>
-#include <sqlite3.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cctype>
 #include <chrono>
 #include <cstdlib>
-#include <fstream>
 #include <functional>
 #include <iostream>
 #include <map>
@@ -39,12 +33,14 @@
 
 #include "test_support.h"
 
-extern char** environ;
-
 namespace sluice {
 namespace {
 
-using testing::TempDir;
+using testing::Child;
+using testing::Contains;
+using testing::CountOccurrences;
+using testing::RunToEnd;
+using testing::TryQueryOne;
 using Rows = std::vector<std::string>;
 using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
@@ -52,226 +48,6 @@ using std::chrono::milliseconds;
 constexpr int kPartitions = 4;
 constexpr const char* kTopic = "events";
 constexpr const char* kGroup = "crash-group";
-
-bool Contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
-
-size_t CountOccurrences(const std::string& text, const std::string& part) {
-  size_t count = 0;
-  for (size_t at = text.find(part); at != std::string::npos; at = text.find(part, at + part.size())) ++count;
-  return count;
-}
-
-// ---------------------------------------------------------------------------
-// Child processes.
-
-// The environment of a child: ours without SLUICE_CRASH_AT, plus `extra`.
-std::vector<std::string> ChildEnvironment(const std::vector<std::string>& extra) {
-  std::vector<std::string> env;
-  for (char** entry = environ; *entry != nullptr; ++entry) {
-    std::string text = *entry;
-    if (text.rfind("SLUICE_CRASH_AT=", 0) == 0) continue;
-    env.push_back(text);
-  }
-  env.insert(env.end(), extra.begin(), extra.end());
-  return env;
-}
-
-// `sluice ARGS...` started with posix_spawn, stdout and stderr appended to
-// `log`. The destructor kills (SIGKILL) and reaps it if it still runs, so an
-// ASSERT that returns early leaves no process behind.
-class Child {
- public:
-  Child(const std::vector<std::string>& args, const std::string& log, const std::vector<std::string>& env = {})
-      : log_(log) {
-    std::vector<std::string> argv_strings = {SLUICE_BINARY};
-    argv_strings.insert(argv_strings.end(), args.begin(), args.end());
-    std::vector<char*> argv;
-    for (auto& arg : argv_strings) argv.push_back(arg.data());
-    argv.push_back(nullptr);
-    std::vector<std::string> env_strings = ChildEnvironment(env);
-    std::vector<char*> envp;
-    for (auto& entry : env_strings) envp.push_back(entry.data());
-    envp.push_back(nullptr);
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-    posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO);
-    posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
-    int rc = posix_spawn(&pid_, argv[0], &actions, nullptr, argv.data(), envp.data());
-    posix_spawn_file_actions_destroy(&actions);
-    if (rc != 0) {
-      pid_ = -1;
-      ADD_FAILURE() << "cannot start " << SLUICE_BINARY << ": " << rc;
-    }
-  }
-  ~Child() {
-    if (pid_ > 0) {
-      ::kill(pid_, SIGKILL);
-      Reap(0);
-    }
-  }
-  Child(const Child&) = delete;
-  Child& operator=(const Child&) = delete;
-
-  pid_t pid() const { return pid_; }
-
-  // True while the process runs; reaps it once it has exited.
-  bool running() {
-    if (pid_ <= 0) return false;
-    Reap(WNOHANG);
-    return pid_ > 0;
-  }
-  // Exit code (128 + signal when killed by one), once reaped.
-  std::optional<int> exit_code() const { return exit_code_; }
-
-  // Waits up to `timeout` for the exit; the exit code, or nullopt on timeout.
-  std::optional<int> Wait(milliseconds timeout) {
-    auto deadline = Clock::now() + timeout;
-    while (running()) {
-      if (Clock::now() >= deadline) return std::nullopt;
-      std::this_thread::sleep_for(milliseconds(5));
-    }
-    return exit_code_;
-  }
-  // Sends `signal` and waits up to `timeout` for the exit.
-  std::optional<int> Stop(int signal, milliseconds timeout) {
-    if (pid_ > 0) ::kill(pid_, signal);
-    return Wait(timeout);
-  }
-  // SIGKILL and reap; the exit code (137 unless it had exited already).
-  int KillNow() {
-    if (pid_ > 0) {
-      ::kill(pid_, SIGKILL);
-      Reap(0);
-    }
-    return exit_code_.value_or(-1);
-  }
-  // The end of what it printed.
-  std::string output(size_t max = 4000) const {
-    std::string all = testing::ReadFile(log_);
-    return all.size() > max ? "...\n" + all.substr(all.size() - max) : all;
-  }
-  std::string full_output() const { return testing::ReadFile(log_); }
-
- private:
-  void Reap(int flags) {
-    int status = 0;
-    pid_t done = ::waitpid(pid_, &status, flags);
-    if (done == pid_) {
-      pid_ = -1;
-      exit_code_ = WIFEXITED(status) ? WEXITSTATUS(status) : WIFSIGNALED(status) ? 128 + WTERMSIG(status) : -1;
-    } else if (done < 0) {
-      pid_ = -1;
-    }
-  }
-  std::string log_;
-  pid_t pid_ = -1;
-  std::optional<int> exit_code_;
-};
-
-size_t FileSize(const std::string& path) {
-  std::ifstream in(path, std::ios::binary | std::ios::ate);
-  return in ? static_cast<size_t>(in.tellg()) : 0;
-}
-
-// What `path` holds from byte `offset` on.
-std::string ReadFrom(const std::string& path, size_t offset) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return "";
-  in.seekg(static_cast<std::streamoff>(offset));
-  std::ostringstream content;
-  content << in.rdbuf();
-  return content.str();
-}
-
-// Runs sluice to its end (killing it after `timeout`); returns the exit code
-// and appends what it printed to *output.
-int RunToEnd(const std::vector<std::string>& args, const std::string& log, std::string* output,
-             const std::vector<std::string>& env = {}, milliseconds timeout = milliseconds(60000)) {
-  size_t before = testing::ReadFile(log).size();
-  Child child(args, log, env);
-  std::optional<int> code = child.Wait(timeout);
-  if (!code) {
-    child.KillNow();
-    ADD_FAILURE() << "sluice did not finish within " << timeout.count() << " ms\n" << child.output();
-    code = -1;
-  }
-  if (output) *output = testing::ReadFile(log).substr(before);
-  return *code;
-}
-
-// ---------------------------------------------------------------------------
-// Reading the database (no process is writing when these run, except in
-// WaitFor loops, which use TryQueryOne).
-
-struct QueryResult {
-  Rows rows;
-  std::string error;
-};
-
-QueryResult RunQuery(const std::string& path, const std::string& sql) {
-  QueryResult result;
-  sqlite3* db = nullptr;
-  if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr) != SQLITE_OK) {
-    result.error = "cannot open " + path + ": " + (db ? sqlite3_errmsg(db) : "?");
-    sqlite3_close(db);
-    return result;
-  }
-  sqlite3_busy_timeout(db, 5000);
-  sqlite3_stmt* stmt = nullptr;
-  if (sqlite3_prepare_v2(db, sql.c_str(), -1, &stmt, nullptr) != SQLITE_OK) {
-    result.error = sql + ": " + sqlite3_errmsg(db);
-    sqlite3_close(db);
-    return result;
-  }
-  int rc;
-  while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
-    std::string row;
-    for (int column = 0; column < sqlite3_column_count(stmt); ++column) {
-      if (column) row += "|";
-      const unsigned char* text = sqlite3_column_text(stmt, column);
-      row += text ? std::string(reinterpret_cast<const char*>(text), sqlite3_column_bytes(stmt, column)) : "NULL";
-    }
-    result.rows.push_back(row);
-  }
-  if (rc != SQLITE_DONE) result.error = sql + ": " + sqlite3_errmsg(db);
-  sqlite3_finalize(stmt);
-  sqlite3_close(db);
-  return result;
-}
-
-std::optional<std::string> TryQueryOne(const std::string& path, const std::string& sql) {
-  if (access(path.c_str(), F_OK) != 0) return std::nullopt;
-  QueryResult result = RunQuery(path, sql);
-  if (!result.error.empty() || result.rows.empty()) return std::nullopt;
-  return result.rows[0];
-}
-
-bool WaitFor(const std::function<bool()>& done, milliseconds timeout) {
-  auto deadline = Clock::now() + timeout;
-  while (Clock::now() < deadline) {
-    if (done()) return true;
-    std::this_thread::sleep_for(milliseconds(50));
-  }
-  return done();
-}
-
-// "" when `expected` and `actual` hold the same rows (in any order), else
-// what differs (a few examples of each kind).
-std::string DiffRows(const std::string& what, Rows expected, Rows actual) {
-  std::sort(expected.begin(), expected.end());
-  std::sort(actual.begin(), actual.end());
-  if (expected == actual) return "";
-  Rows missing, extra;
-  std::set_difference(expected.begin(), expected.end(), actual.begin(), actual.end(), std::back_inserter(missing));
-  std::set_difference(actual.begin(), actual.end(), expected.begin(), expected.end(), std::back_inserter(extra));
-  std::ostringstream out;
-  out << what << ": expected " << expected.size() << " rows, found " << actual.size() << "; " << missing.size()
-      << " missing, " << extra.size() << " unexpected (or doubled)";
-  for (size_t i = 0; i < std::min<size_t>(missing.size(), 5); ++i) out << "\n    missing:    " << missing[i];
-  for (size_t i = 0; i < std::min<size_t>(extra.size(), 5); ++i) out << "\n    unexpected: " << extra[i];
-  return out.str() + "\n";
-}
 
 // ---------------------------------------------------------------------------
 // The pipeline: a seed, a dedup+upsert step, an append-only audit step and
@@ -476,9 +252,10 @@ std::string CheckDatabase(const std::string& db, const Workload& workload,
                           const std::map<std::string, std::string>& regions, bool complete) {
   std::string problems;
   auto query = [&](const std::string& sql) {
-    QueryResult result = RunQuery(db, sql);
-    if (!result.error.empty()) problems += result.error + "\n";
-    return result.rows;
+    std::string error;
+    Rows rows = testing::Query(db, sql, &error);
+    if (!error.empty()) problems += error + "\n";
+    return rows;
   };
   std::map<int32_t, int64_t> stored;
   for (const auto& row : query(std::string("SELECT \"partition\" || '|' || next_offset FROM _sluice_offsets "
@@ -504,12 +281,13 @@ std::string CheckDatabase(const std::string& db, const Workload& workload,
   }
 
   Reference ref = ComputeReference(workload.events(), stored, regions);
-  problems += DiffRows("curated", ref.curated,
-                       query("SELECT id, customer, region, cents, version FROM curated"));
-  problems += DiffRows("totals", ref.totals, query("SELECT customer, n, cents FROM totals"));
-  problems += DiffRows("history + quarantine (partition|offset|eid)", ref.ledger,
-                       query("SELECT part, off, eid FROM history UNION ALL "
-                             "SELECT \"partition\", \"offset\", json_extract(value, '$.eid') FROM _sluice_quarantine"));
+  problems += testing::DiffRows("curated", ref.curated,
+                                query("SELECT id, customer, region, cents, version FROM curated"));
+  problems += testing::DiffRows("totals", ref.totals, query("SELECT customer, n, cents FROM totals"));
+  problems += testing::DiffRows("history + quarantine (partition|offset|eid)", ref.ledger,
+                                query("SELECT part, off, eid FROM history UNION ALL "
+                                      "SELECT \"partition\", \"offset\", json_extract(value, '$.eid') FROM "
+                                      "_sluice_quarantine"));
 
   // Run accounting: staged + quarantined == fetched for every committed
   // batch, and each batch's rows are exactly its own.
@@ -575,6 +353,18 @@ int64_t CountOkRuns(const std::string& db) {
   return count ? std::stoll(*count) : 0;
 }
 
+// Every test: an embedded broker with kTopic in kPartitions partitions and
+// the crash pipeline on it (with the seed `regions`) in the fixture's directory.
+class CrashHarness : public testing::BrokerTest {
+ protected:
+  void Start(bool group) {
+    ASSERT_NO_FATAL_FAILURE(StartEmbeddedBroker(kTopic, kPartitions));
+    WriteCrashPipeline(dir.path(), brokers, group, regions);
+  }
+
+  std::map<std::string, std::string> regions = InitialRegions();
+};
+
 // ---------------------------------------------------------------------------
 // a. Every named crash point, deterministically.
 
@@ -592,18 +382,11 @@ std::vector<CrashCase> CrashCases() {
   return cases;
 }
 
-class CrashPointTest : public ::testing::TestWithParam<CrashCase> {};
+class CrashPointTest : public CrashHarness, public ::testing::WithParamInterface<CrashCase> {};
 
 TEST_P(CrashPointTest, KilledAtPointThenRestartedLosesAndDoublesNothing) {
   const CrashCase& crash = GetParam();
-  auto broker = testing::StartBroker(kTopic, kPartitions);
-  ASSERT_NE(broker, nullptr);
-  const std::string brokers = broker->bootstrap();
-  TempDir dir;
-  const std::string db = dir / "pipeline.db";
-  const std::string log = dir / "sluice.log";
-  std::map<std::string, std::string> regions = InitialRegions();
-  WriteCrashPipeline(dir.path(), brokers, /*group=*/false, regions);
+  ASSERT_NO_FATAL_FAILURE(Start(/*group=*/false));
   Workload workload(brokers, 1234);
   ASSERT_NO_FATAL_FAILURE(workload.Produce(120));
 
@@ -658,19 +441,14 @@ uint32_t CrashSeed() {
   return std::random_device{}();
 }
 
-TEST(RandomCrash, FiftyRandomKillsThenCleanRunLoseAndDoubleNothing) {
+class RandomCrash : public CrashHarness {};
+
+TEST_F(RandomCrash, FiftyRandomKillsThenCleanRunLoseAndDoubleNothing) {
   const uint32_t seed = CrashSeed();
   std::cout << "[ crash seed ] SLUICE_CRASH_SEED=" << seed << " (set it to replay this run)" << std::endl;
   ::testing::Test::RecordProperty("crash_seed", std::to_string(seed));
 
-  auto broker = testing::StartBroker(kTopic, kPartitions);
-  ASSERT_NE(broker, nullptr);
-  const std::string brokers = broker->bootstrap();
-  TempDir dir;
-  const std::string db = dir / "pipeline.db";
-  const std::string log = dir / "sluice.log";
-  const std::map<std::string, std::string> regions = InitialRegions();
-  WriteCrashPipeline(dir.path(), brokers, /*group=*/false, regions);
+  ASSERT_NO_FATAL_FAILURE(Start(/*group=*/false));
   Workload workload(brokers, seed);
   std::mt19937& rng = workload.rng();
   ASSERT_NO_FATAL_FAILURE(workload.Produce(400));
@@ -701,13 +479,12 @@ TEST(RandomCrash, FiftyRandomKillsThenCleanRunLoseAndDoubleNothing) {
     int delay = delay_ms(rng);
     rd_kafka_mock_broker_set_rtt(broker->cluster(), 1, rtt);
     int64_t runs_before = CountOkRuns(db);
-    size_t log_start = FileSize(log);
     Child child({"run", dir.path(), "--brokers", brokers, "--until-caught-up", "--max-messages", "50"}, log);
     ASSERT_GT(child.pid(), 0);
     if (from_batch) {
       auto limit = Clock::now() + milliseconds(10000);
       while (child.running() && Clock::now() < limit &&
-             !Contains(ReadFrom(log, log_start), ": pulled ")) {
+             !Contains(child.full_output(), ": pulled ")) {
         std::this_thread::sleep_for(milliseconds(1));
       }
     }
@@ -756,14 +533,10 @@ TEST(RandomCrash, FiftyRandomKillsThenCleanRunLoseAndDoubleNothing) {
 // ---------------------------------------------------------------------------
 // c. A member of the consumer group killed mid-run.
 
-TEST(GroupCrash, MemberKilledMidRunSurvivorTakesOverLosingAndDoublingNothing) {
-  auto broker = testing::StartBroker(kTopic, kPartitions);
-  ASSERT_NE(broker, nullptr);
-  const std::string brokers = broker->bootstrap();
-  TempDir dir;
-  const std::string db = dir / "pipeline.db";
-  const std::map<std::string, std::string> regions = InitialRegions();
-  WriteCrashPipeline(dir.path(), brokers, /*group=*/true, regions);
+class GroupCrash : public CrashHarness {};
+
+TEST_F(GroupCrash, MemberKilledMidRunSurvivorTakesOverLosingAndDoublingNothing) {
+  ASSERT_NO_FATAL_FAILURE(Start(/*group=*/true));
   Workload workload(brokers, 77);
   ASSERT_NO_FATAL_FAILURE(workload.Produce(200));
 
@@ -816,7 +589,8 @@ TEST(GroupCrash, MemberKilledMidRunSurvivorTakesOverLosingAndDoublingNothing) {
     return TryQueryOne(db, "SELECT (SELECT count(*) FROM history) + (SELECT count(*) FROM _sluice_quarantine)");
   };
   const std::string want = std::to_string(workload.events().size());
-  bool caught_up = WaitFor([&] { return total() == want || !survivor.running(); }, milliseconds(45000));
+  bool caught_up =
+      testing::WaitFor([&] { return total() == want || !survivor.running(); }, milliseconds(45000));
   EXPECT_TRUE(caught_up && survivor.running())
       << "history + quarantine: " << total().value_or("?") << " of " << want << "\n"
       << survivor.output();
@@ -833,7 +607,7 @@ TEST(GroupCrash, MemberKilledMidRunSurvivorTakesOverLosingAndDoublingNothing) {
   EXPECT_EQ(*code, 0) << survivor.output();
 
   EXPECT_EQ(CheckDatabase(db, workload, regions, /*complete=*/true), "")
-      << "survivor:\n" << survivor.output() << "\nvictim:\n" << victim_log.substr(victim_log.size() > 3000 ? victim_log.size() - 3000 : 0);
+      << "survivor:\n" << survivor.output() << "\nvictim:\n" << testing::Tail(victim_log, 3000);
   // Conflicts (a late member's batch rolled back) are allowed; nothing else.
   EXPECT_EQ(TryQueryOne(db, "SELECT count(*) FROM _sluice_runs WHERE status <> 'ok' AND error NOT LIKE "
                             "'%another process advanced it%'"),

@@ -19,17 +19,12 @@
 namespace sluice {
 namespace {
 
+using testing::Contains;
 using testing::PipelineFiles;
 using testing::RunSluice;
+using testing::Tail;
 using testing::TempDir;
 using Rows = std::vector<std::string>;
-
-bool Contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
-
-std::string Tail(const std::string& text, size_t max = 4000) {
-  return text.size() > max ? "...\n" + text.substr(text.size() - max) : text;
-}
-
 
 std::string Quote(const std::string& text) {
   std::string out = "'";

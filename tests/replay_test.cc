@@ -19,6 +19,7 @@ namespace {
 
 using testing::BasicConf;
 using testing::Contains;
+using testing::Exec;
 using testing::IdAmountValues;
 using testing::PipelineFiles;
 using testing::ProduceValues;
@@ -49,19 +50,22 @@ std::string Lines(const std::vector<std::string>& ids) {
   return text;
 }
 
-int RunFile(const TempDir& dir, const std::string& file, std::string* output, const std::vector<std::string>& extra = {}) {
-  std::vector<std::string> args = {"run", dir.path(), "--from-file", file, "-q"};
+// `run DIR --from-file INPUT -q EXTRA...`
+std::vector<std::string> FromFileArgs(const TempDir& dir, const std::string& input,
+                                      const std::vector<std::string>& extra) {
+  std::vector<std::string> args = {"run", dir.path(), "--from-file", input, "-q"};
   args.insert(args.end(), extra.begin(), extra.end());
-  return RunSluice(args, output);
+  return args;
 }
 
-// `cat FILE | sluice run DIR --from-file - ARGS...`
+int RunFile(const TempDir& dir, const std::string& file, std::string* output, const std::vector<std::string>& extra = {}) {
+  return RunSluice(FromFileArgs(dir, file, extra), output);
+}
+
+// `cat FILE | sluice run DIR --from-file - -q EXTRA...`
 int RunPiped(const TempDir& dir, const std::string& file, std::string* output,
              const std::vector<std::string>& extra = {}) {
-  std::string command = "cat " + ShellQuote(file) + " | " + ShellQuote(SLUICE_BINARY) + " run " +
-                        ShellQuote(dir.path()) + " --from-file - -q";
-  for (const auto& arg : extra) command += " " + ShellQuote(arg);
-  return RunShell(command + " 2>&1", output);
+  return testing::RunSluicePipedFrom(file, FromFileArgs(dir, "-", extra), output);
 }
 
 std::string ignored;  // output of set-up commands
@@ -148,10 +152,7 @@ TEST(FileIdentity, PositionWithoutIdentityIsRefused) {
   WriteFile(file, Lines({"x1", "x2", "x3"}));
   std::string output;
   ASSERT_EQ(RunFile(dir, file, &output), 0) << output;
-  ASSERT_EQ(RunShell("sqlite3 " + ShellQuote(dir / "pipeline.db") +
-                         " \"UPDATE _sluice_offsets SET next_offset = 3 WHERE topic = 'archive.jsonl'\"",
-                     &ignored),
-            0);
+  ASSERT_EQ(Exec(dir / "pipeline.db", "UPDATE _sluice_offsets SET next_offset = 3 WHERE topic = 'archive.jsonl'"), "");
   EXPECT_EQ(RunFile(dir, file, &output), 1) << output;
   EXPECT_TRUE(Contains(output, "cannot be checked")) << output;
   EXPECT_EQ(SeenIds(dir), "x1,x2,x3");
@@ -164,11 +165,10 @@ TEST(FileIdentity, FileNamedLikeAKafkaTopicIsRefused) {
   WriteFile(dir / "other.jsonl", Lines({"o1"}));
   ASSERT_EQ(RunFile(dir, dir / "other.jsonl", &output), 0) << output;
   // The pipeline read events[0] up to offset 2 from Kafka.
-  ASSERT_EQ(RunShell("sqlite3 " + ShellQuote(dir / "pipeline.db") +
-                         " \"INSERT INTO _sluice_offsets(pipeline, topic, \\\"partition\\\", next_offset, updated_at) "
-                         "VALUES ('test-group', 'events', 0, 2, 'x')\"",
-                     &ignored),
-            0);
+  ASSERT_EQ(Exec(dir / "pipeline.db",
+                 "INSERT INTO _sluice_offsets(pipeline, topic, \"partition\", next_offset, updated_at) "
+                 "VALUES ('test-group', 'events', 0, 2, 'x')"),
+            "");
   std::string archive = dir / "events";
   WriteFile(archive, Lines({"e1", "e2", "e3"}));
   // Before: the Kafka offset was taken as the file's, e1 skipped, exit 0.
@@ -427,13 +427,12 @@ TEST(QuarantineOnce, ExistingDuplicatesAreMergedKeepingTheNewest) {
   WritePipeline(dir.path(), SeenPipeline());
   std::string db = dir / "pipeline.db";
   // A quarantine table from before, with two copies of offset 7.
-  ASSERT_EQ(RunShell("sqlite3 " + ShellQuote(db) + " \"CREATE TABLE _sluice_quarantine (topic TEXT, "
-                     "\\\"partition\\\" INTEGER, \\\"offset\\\" INTEGER, \\\"timestamp\\\" INTEGER, key TEXT, value TEXT, "
-                     "error TEXT NOT NULL, run_id INTEGER, quarantined_at TEXT); INSERT INTO _sluice_quarantine(topic, "
-                     "\\\"partition\\\", \\\"offset\\\", error) VALUES ('events', 0, 7, 'old'), ('events', 0, 7, 'new'), "
-                     "('events', 0, 8, 'other')\"",
-                     &ignored),
-            0);
+  ASSERT_EQ(Exec(db,
+                 "CREATE TABLE _sluice_quarantine (topic TEXT, \"partition\" INTEGER, \"offset\" INTEGER, "
+                 "\"timestamp\" INTEGER, key TEXT, value TEXT, error TEXT NOT NULL, run_id INTEGER, quarantined_at TEXT); "
+                 "INSERT INTO _sluice_quarantine(topic, \"partition\", \"offset\", error) "
+                 "VALUES ('events', 0, 7, 'old'), ('events', 0, 7, 'new'), ('events', 0, 8, 'other')"),
+            "");
   WriteFile(dir / "empty.jsonl", "");
   std::string output;
   ASSERT_EQ(RunFile(dir, dir / "empty.jsonl", &output), 0) << output;

@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 
 #include <cstdlib>
+#include <memory>
 
 #include "connectors/kafka_source.h"
 #include "sql/sqlite/catalog.h"
@@ -86,8 +87,8 @@ TEST(Database, FileIsCreatedReadableByItsOwnerOnly) {
   // The WAL (and shared memory) exist while sluice runs; a clean close
   // removes them, so look while a service holds the database.
   testing::ProduceValues(broker->bootstrap(), "events", testing::IdAmountValues("w", 0, 2));
-  testing::BackgroundSluice service({"run", dir.path(), "--brokers", broker->bootstrap(), "--every", "1s"},
-                                    dir / "service.log");
+  testing::Child service({"run", dir.path(), "--brokers", broker->bootstrap(), "--every", "1s"},
+                         dir / "service.log");
   ASSERT_TRUE(testing::WaitFor([&] { return testing::TryQueryOne(dir / "pipeline.db", "SELECT count(*) FROM events") == "4"; },
                                std::chrono::seconds(15)))
       << service.output();
@@ -97,13 +98,25 @@ TEST(Database, FileIsCreatedReadableByItsOwnerOnly) {
   }
 }
 
+// Starts a broker with one message and writes the append pipeline into `dir`
+// with "file_mode = 0640" in [target]; *conf gets its pipeline.conf.
+std::unique_ptr<EmbeddedBroker> StartWithFileMode0640(const TempDir& dir, std::string* conf) {
+  auto broker = testing::StartAppendPipeline(dir.path(), 1);
+  if (broker == nullptr) return nullptr;
+  *conf = testing::ReadFile(dir / "pipeline.conf");
+  if (!testing::ReplaceFirst(conf, "[target]\n", "[target]\nfile_mode = 0640\n")) {
+    ADD_FAILURE() << "no [target] in\n" << *conf;
+    return nullptr;
+  }
+  testing::WriteFile(dir / "pipeline.conf", *conf);
+  return broker;
+}
+
 TEST(Database, FileModeCanBeConfigured) {
   TempDir dir;
-  auto broker = testing::StartAppendPipeline(dir.path(), 1);
+  std::string conf;
+  auto broker = StartWithFileMode0640(dir, &conf);
   ASSERT_NE(broker, nullptr);
-  std::string conf = testing::ReadFile(dir / "pipeline.conf");
-  ASSERT_TRUE(testing::ReplaceFirst(&conf, "[target]\n", "[target]\nfile_mode = 0640\n"));
-  testing::WriteFile(dir / "pipeline.conf", conf);
   std::string output;
   ASSERT_EQ(RunSluice({"run", dir.path(), "--brokers", broker->bootstrap()}, &output), 0) << output;
   struct stat st {};
@@ -120,11 +133,9 @@ TEST(Database, FileModeCanBeConfigured) {
 // always 0600).
 TEST(Database, ResetCreatesTheDatabaseWithTheConfiguredMode) {
   TempDir dir;
-  auto broker = testing::StartAppendPipeline(dir.path(), 1);
+  std::string conf;
+  auto broker = StartWithFileMode0640(dir, &conf);
   ASSERT_NE(broker, nullptr);
-  std::string conf = testing::ReadFile(dir / "pipeline.conf");
-  ASSERT_TRUE(testing::ReplaceFirst(&conf, "[target]\n", "[target]\nfile_mode = 0640\n"));
-  testing::WriteFile(dir / "pipeline.conf", conf);
   std::string output;
   ASSERT_EQ(RunSluice({"reset", dir.path(), "--brokers", broker->bootstrap(), "--to", "latest", "--yes"}, &output), 0)
       << output;

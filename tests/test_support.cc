@@ -8,9 +8,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <sstream>
 #include <thread>
 
@@ -42,6 +44,12 @@ std::unique_ptr<EmbeddedBroker> StartBroker(const std::string& topic, int partit
   Status st = (*broker)->CreateTopic(topic, partitions);
   EXPECT_TRUE(st.ok()) << st.message();
   return std::move(*broker);
+}
+
+void BrokerTest::StartEmbeddedBroker(const std::string& topic, int partitions) {
+  broker = StartBroker(topic, partitions);
+  ASSERT_NE(broker, nullptr);
+  brokers = broker->bootstrap();
 }
 
 std::string BasicConf(const std::string& brokers, const std::string& topic, const std::string& columns,
@@ -131,21 +139,27 @@ std::unique_ptr<EmbeddedBroker> StartAppendPipeline(const std::string& dir, int 
   return broker;
 }
 
-std::vector<std::string> Query(const std::string& path, const std::string& sql) {
+std::vector<std::string> Query(const std::string& path, const std::string& sql, std::string* error) {
   std::vector<std::string> rows;
+  auto fail = [&](const std::string& what) {
+    if (error) *error = what;
+    else ADD_FAILURE() << what;
+  };
   sqlite3* db = nullptr;
   if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr) != SQLITE_OK) {
-    ADD_FAILURE() << "cannot open " << path;
+    fail("cannot open " + path + ": " + (db ? sqlite3_errmsg(db) : "out of memory"));
     sqlite3_close(db);
     return rows;
   }
+  sqlite3_busy_timeout(db, 5000);
   sqlite3_stmt* stmt = nullptr;
   if (sqlite3_prepare_v2(db, sql.c_str(), -1, &stmt, nullptr) != SQLITE_OK) {
-    ADD_FAILURE() << sql << ": " << sqlite3_errmsg(db);
+    fail(sql + ": " + sqlite3_errmsg(db));
     sqlite3_close(db);
     return rows;
   }
-  while (sqlite3_step(stmt) == SQLITE_ROW) {
+  int rc;
+  while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
     std::string row;
     for (int column = 0; column < sqlite3_column_count(stmt); ++column) {
       if (column) row += "|";
@@ -154,9 +168,27 @@ std::vector<std::string> Query(const std::string& path, const std::string& sql) 
     }
     rows.push_back(row);
   }
+  if (rc != SQLITE_DONE) fail(sql + ": " + sqlite3_errmsg(db));
   sqlite3_finalize(stmt);
   sqlite3_close(db);
   return rows;
+}
+
+std::string Exec(const std::string& path, const std::string& sql) {
+  sqlite3* db = nullptr;
+  std::string error;
+  if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr) != SQLITE_OK) {
+    error = "cannot open " + path + ": " + (db ? sqlite3_errmsg(db) : "out of memory");
+  } else {
+    sqlite3_busy_timeout(db, 5000);
+    char* message = nullptr;
+    if (sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &message) != SQLITE_OK) {
+      error = sql + ": " + (message ? message : sqlite3_errmsg(db));
+    }
+    sqlite3_free(message);
+  }
+  sqlite3_close(db);
+  return error;
 }
 
 std::string QueryOne(const std::string& path, const std::string& sql) {
@@ -166,22 +198,38 @@ std::string QueryOne(const std::string& path, const std::string& sql) {
 
 std::optional<std::string> TryQueryOne(const std::string& path, const std::string& sql) {
   if (access(path.c_str(), F_OK) != 0) return std::nullopt;
-  sqlite3* db = nullptr;
-  std::optional<std::string> value;
-  if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr) == SQLITE_OK) {
-    sqlite3_busy_timeout(db, 2000);
-    sqlite3_stmt* stmt = nullptr;
-    if (sqlite3_prepare_v2(db, sql.c_str(), -1, &stmt, nullptr) == SQLITE_OK && sqlite3_step(stmt) == SQLITE_ROW) {
-      const unsigned char* text = sqlite3_column_text(stmt, 0);
-      value = text ? reinterpret_cast<const char*>(text) : "NULL";
-    }
-    sqlite3_finalize(stmt);
-  }
-  sqlite3_close(db);
-  return value;
+  std::string error;
+  std::vector<std::string> rows = Query(path, sql, &error);
+  if (!error.empty() || rows.empty()) return std::nullopt;
+  return rows[0];
+}
+
+std::string DiffRows(const std::string& what, std::vector<std::string> expected, std::vector<std::string> actual) {
+  std::sort(expected.begin(), expected.end());
+  std::sort(actual.begin(), actual.end());
+  if (expected == actual) return "";
+  std::vector<std::string> missing, extra;
+  std::set_difference(expected.begin(), expected.end(), actual.begin(), actual.end(), std::back_inserter(missing));
+  std::set_difference(actual.begin(), actual.end(), expected.begin(), expected.end(), std::back_inserter(extra));
+  std::ostringstream out;
+  out << what << ": expected " << expected.size() << " rows, found " << actual.size() << "; " << missing.size()
+      << " missing, " << extra.size() << " unexpected (or doubled)";
+  for (size_t i = 0; i < std::min<size_t>(missing.size(), 5); ++i) out << "\n    missing:    " << missing[i];
+  for (size_t i = 0; i < std::min<size_t>(extra.size(), 5); ++i) out << "\n    unexpected: " << extra[i];
+  return out.str() + "\n";
 }
 
 bool Contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+
+size_t CountOccurrences(const std::string& text, const std::string& part) {
+  size_t count = 0;
+  for (size_t at = text.find(part); at != std::string::npos; at = text.find(part, at + part.size())) ++count;
+  return count;
+}
+
+std::string Tail(const std::string& text, size_t max) {
+  return text.size() > max ? "...\n" + text.substr(text.size() - max) : text;
+}
 
 bool WaitFor(const std::function<bool()>& done, std::chrono::milliseconds timeout) {
   auto deadline = std::chrono::steady_clock::now() + timeout;
@@ -212,64 +260,141 @@ int RunShell(const std::string& command, std::string* output) {
   return -1;
 }
 
-int RunSluice(const std::vector<std::string>& args, std::string* output, const std::vector<std::string>& env) {
-  std::string command;
-  for (const auto& entry : env) command += entry + " ";
-  command += SLUICE_BINARY;
+namespace {
+
+// `BEFORE ENV... sluice ARGS... AFTER 2>&1` run by /bin/sh, where the shell
+// snippets may redirect standard input ("cat FILE |" before, "< /dev/null" after).
+int RunSluiceCommand(const std::string& before, const std::vector<std::string>& env,
+                     const std::vector<std::string>& args, const std::string& after, std::string* output) {
+  std::string command = before;
+  for (const auto& entry : env) command += " " + entry;
+  command += " " + ShellQuote(SLUICE_BINARY);
   for (const auto& arg : args) command += " " + ShellQuote(arg);
-  command += " 2>&1";
-  return RunShell(command, output);
+  return RunShell(command + " " + after + " 2>&1", output);
 }
 
-pid_t SpawnSluice(const std::vector<std::string>& args, const posix_spawn_file_actions_t* actions) {
+size_t FileSize(const std::string& path) {
+  std::ifstream in(path, std::ios::binary | std::ios::ate);
+  return in ? static_cast<size_t>(in.tellg()) : 0;
+}
+
+// What `path` holds from byte `offset` on.
+std::string ReadFrom(const std::string& path, size_t offset) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return "";
+  in.seekg(static_cast<std::streamoff>(offset));
+  std::ostringstream content;
+  content << in.rdbuf();
+  return content.str();
+}
+
+}  // namespace
+
+int RunSluice(const std::vector<std::string>& args, std::string* output, const std::vector<std::string>& env) {
+  return RunSluiceCommand("", env, args, "", output);
+}
+
+int RunSluiceNoStdin(const std::vector<std::string>& args, std::string* output) {
+  return RunSluiceCommand("", {}, args, "< /dev/null", output);
+}
+
+int RunSluicePipedFrom(const std::string& file, const std::vector<std::string>& args, std::string* output) {
+  return RunSluiceCommand("cat " + ShellQuote(file) + " |", {}, args, "", output);
+}
+
+pid_t SpawnSluice(const std::vector<std::string>& args, const posix_spawn_file_actions_t* actions,
+                  const std::vector<std::string>& env) {
   std::vector<std::string> argv_strings = {SLUICE_BINARY};
   argv_strings.insert(argv_strings.end(), args.begin(), args.end());
   std::vector<char*> argv;
   for (auto& arg : argv_strings) argv.push_back(arg.data());
   argv.push_back(nullptr);
+  // A crash point set for this process must not kill its children.
+  std::vector<std::string> env_strings;
+  for (char** entry = environ; *entry != nullptr; ++entry) {
+    if (std::string(*entry).rfind("SLUICE_CRASH_AT=", 0) != 0) env_strings.push_back(*entry);
+  }
+  env_strings.insert(env_strings.end(), env.begin(), env.end());
+  std::vector<char*> envp;
+  for (auto& entry : env_strings) envp.push_back(entry.data());
+  envp.push_back(nullptr);
   pid_t pid = -1;
-  if (posix_spawn(&pid, argv[0], actions, nullptr, argv.data(), environ) != 0) return -1;
+  if (posix_spawn(&pid, argv[0], actions, nullptr, argv.data(), envp.data()) != 0) return -1;
   return pid;
 }
 
-BackgroundSluice::BackgroundSluice(const std::vector<std::string>& args, const std::string& log) : log_(log) {
+Child::Child(const std::vector<std::string>& args, const std::string& log, const std::vector<std::string>& env)
+    : log_(log), start_size_(FileSize(log)) {
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
   posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO);
   posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
-  pid_ = SpawnSluice(args, &actions);
+  pid_ = SpawnSluice(args, &actions, env);
   posix_spawn_file_actions_destroy(&actions);
+  if (pid_ < 0) ADD_FAILURE() << "cannot start " << SLUICE_BINARY;
 }
 
-BackgroundSluice::~BackgroundSluice() {
+Child::~Child() {
   if (pid_ > 0) {
-    kill(pid_, SIGKILL);
-    int status = 0;
-    waitpid(pid_, &status, 0);
+    ::kill(pid_, SIGKILL);
+    Reap(0);
   }
 }
 
-bool BackgroundSluice::running() {
-  if (pid_ <= 0) return false;
+void Child::Reap(int flags) {
   int status = 0;
-  if (waitpid(pid_, &status, WNOHANG) == pid_) {
+  pid_t done = ::waitpid(pid_, &status, flags);
+  if (done == pid_) {
     pid_ = -1;
     exit_code_ = WIFEXITED(status) ? WEXITSTATUS(status) : WIFSIGNALED(status) ? 128 + WTERMSIG(status) : -1;
-    return false;
+  } else if (done < 0) {
+    pid_ = -1;
   }
-  return true;
 }
 
-std::optional<int> BackgroundSluice::Stop(int signal, std::chrono::milliseconds timeout) {
-  if (pid_ > 0) kill(pid_, signal);
-  if (!WaitFor([&] { return !running(); }, timeout)) return std::nullopt;
+bool Child::running() {
+  if (pid_ <= 0) return false;
+  Reap(WNOHANG);
+  return pid_ > 0;
+}
+
+std::optional<int> Child::Wait(std::chrono::milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (running()) {
+    if (std::chrono::steady_clock::now() >= deadline) return std::nullopt;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
   return exit_code_;
 }
 
-std::string BackgroundSluice::output() const {
-  std::string all = ReadFile(log_);
-  return all.size() > 3000 ? "...\n" + all.substr(all.size() - 3000) : all;
+std::optional<int> Child::Stop(int signal, std::chrono::milliseconds timeout) {
+  if (pid_ > 0) ::kill(pid_, signal);
+  return Wait(timeout);
+}
+
+int Child::KillNow() {
+  if (pid_ > 0) {
+    ::kill(pid_, SIGKILL);
+    Reap(0);
+  }
+  return exit_code_.value_or(-1);
+}
+
+std::string Child::output(size_t max) const { return Tail(full_output(), max); }
+
+std::string Child::full_output() const { return ReadFrom(log_, start_size_); }
+
+int RunToEnd(const std::vector<std::string>& args, const std::string& log, std::string* output,
+             const std::vector<std::string>& env, std::chrono::milliseconds timeout) {
+  Child child(args, log, env);
+  std::optional<int> code = child.Wait(timeout);
+  if (!code) {
+    child.KillNow();
+    ADD_FAILURE() << "sluice did not finish within " << timeout.count() << " ms\n" << child.output(4000);
+  }
+  if (output) *output = child.full_output();
+  return code.value_or(-1);
 }
 
 }  // namespace sluice::testing

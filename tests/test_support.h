@@ -3,6 +3,7 @@
 // (in the foreground or the background), and reading tables back as strings.
 #pragma once
 
+#include <gtest/gtest.h>
 #include <spawn.h>
 #include <sys/types.h>
 
@@ -34,6 +35,20 @@ class TempDir {
 
 // Starts an embedded broker with `topic` of `partitions` partitions.
 std::unique_ptr<EmbeddedBroker> StartBroker(const std::string& topic = "events", int partitions = 1);
+
+// A fixture with an embedded broker and a fresh pipeline directory.
+class BrokerTest : public ::testing::Test {
+ protected:
+  // Starts `broker` with `topic` of `partitions` partitions; a fatal failure
+  // when it cannot (call it in ASSERT_NO_FATAL_FAILURE).
+  void StartEmbeddedBroker(const std::string& topic, int partitions);
+
+  std::unique_ptr<EmbeddedBroker> broker;
+  std::string brokers;  // its bootstrap address
+  TempDir dir;
+  const std::string db = dir / "pipeline.db";
+  const std::string log = dir / "run.log";  // for the processes a test starts
+};
 
 // The files of a pipeline directory. `conf` is the whole pipeline.conf.
 struct PipelineFiles {
@@ -74,16 +89,30 @@ void ProduceValues(const std::string& brokers, const std::string& topic, const s
 // `dir` and produces IdAmountValues("e", 0, messages); nullptr when the broker cannot start.
 std::unique_ptr<EmbeddedBroker> StartAppendPipeline(const std::string& dir, int messages);
 
-// Rows of `sql` on the database at `path`, each as "a|b|c" (NULL as "NULL").
-std::vector<std::string> Query(const std::string& path, const std::string& sql);
+// Rows of `sql` on the database at `path` (read-only; waits up to 5 s for a
+// lock), each as "a|b|c" (NULL as "NULL"). A failure (no database, bad SQL, an
+// error while stepping) is a test failure, or with `error` is stored there
+// instead (the rows read until then are returned).
+std::vector<std::string> Query(const std::string& path, const std::string& sql, std::string* error = nullptr);
 // The single value of `sql`, as text.
 std::string QueryOne(const std::string& path, const std::string& sql);
 // The single value of `sql` (NULL as "NULL"), or nullopt while the database or
 // table is not there or not readable yet; unlike QueryOne, reports no failure.
 std::optional<std::string> TryQueryOne(const std::string& path, const std::string& sql);
+// Runs `sql` (one or more statements) on the database at `path`, creating it
+// when it does not exist; returns "" or what failed.
+std::string Exec(const std::string& path, const std::string& sql);
+
+// "" when `expected` and `actual` hold the same rows (in any order), else what
+// differs, headed by `what` (a few examples of each kind).
+std::string DiffRows(const std::string& what, std::vector<std::string> expected, std::vector<std::string> actual);
 
 // True if `part` occurs in `text`.
 bool Contains(const std::string& text, const std::string& part);
+// How often `part` occurs in `text` (without overlaps).
+size_t CountOccurrences(const std::string& text, const std::string& part);
+// The last `max` bytes of `text` (after "...\n" when cut), for failure messages.
+std::string Tail(const std::string& text, size_t max = 4000);
 
 // Polls `done` every 50 ms until it is true or `timeout` passes; returns its last value.
 bool WaitFor(const std::function<bool()>& done, std::chrono::milliseconds timeout);
@@ -98,35 +127,65 @@ int RunShell(const std::string& command, std::string* output);
 // Runs build/sluice with `args` (and extra environment "K=V" entries);
 // returns its exit code and stores stdout+stderr in *output.
 int RunSluice(const std::vector<std::string>& args, std::string* output, const std::vector<std::string>& env = {});
+// The same with stdin from /dev/null (never a terminal, even when the tests run from one).
+int RunSluiceNoStdin(const std::vector<std::string>& args, std::string* output);
+// The same as `cat FILE | sluice ARGS...` (stdin a pipe, not a seekable file).
+int RunSluicePipedFrom(const std::string& file, const std::vector<std::string>& args, std::string* output);
 
-// Starts build/sluice with `args`, this process's environment and `actions`
-// (may be null); returns its pid, or -1 when it cannot be started.
-pid_t SpawnSluice(const std::vector<std::string>& args, const posix_spawn_file_actions_t* actions);
+// Starts build/sluice with `args` and `actions` (may be null), in this
+// process's environment without SLUICE_CRASH_AT, plus `env` ("K=V" entries);
+// returns its pid, or -1 when it cannot be started.
+pid_t SpawnSluice(const std::vector<std::string>& args, const posix_spawn_file_actions_t* actions,
+                  const std::vector<std::string>& env = {});
 
-// `sluice ARGS...` in the background, stdout and stderr to `log`, stdin from
-// /dev/null. The destructor kills (SIGKILL) and reaps it if it still runs, so
-// no test path leaves a process behind.
-class BackgroundSluice {
+// `sluice ARGS...` in the background (posix_spawn), with SpawnSluice's
+// environment plus `env`, stdin from /dev/null and stdout and stderr appended
+// to `log` (which earlier processes may share: what this one printed is what
+// was added after its start). The destructor kills (SIGKILL) and reaps it if
+// it still runs, so no test path (an ASSERT that returns early) leaves a
+// process behind.
+class Child {
  public:
-  BackgroundSluice(const std::vector<std::string>& args, const std::string& log);
-  ~BackgroundSluice();
-  BackgroundSluice(const BackgroundSluice&) = delete;
-  BackgroundSluice& operator=(const BackgroundSluice&) = delete;
+  Child(const std::vector<std::string>& args, const std::string& log, const std::vector<std::string>& env = {});
+  ~Child();
+  Child(const Child&) = delete;
+  Child& operator=(const Child&) = delete;
 
   // The pid, or -1 when it could not be started or has been reaped.
   pid_t pid() const { return pid_; }
   // True while the process runs; reaps it (and records its exit code) once it has exited.
   bool running();
-  // Sends `signal` and waits up to `timeout` for the exit; returns the exit
-  // code (128 + signal when killed by one), or nullopt on timeout.
+  // The exit code (128 + signal when killed by one), once reaped.
+  std::optional<int> exit_code() const { return exit_code_; }
+  // Waits up to `timeout` for the exit; the exit code, or nullopt on timeout.
+  std::optional<int> Wait(std::chrono::milliseconds timeout);
+  // Sends `signal` and waits up to `timeout` for the exit; the exit code, or nullopt on timeout.
   std::optional<int> Stop(int signal, std::chrono::milliseconds timeout);
-  // The last 3000 bytes of what it printed (a runaway process can print a lot).
-  std::string output() const;
+  // SIGKILL and reap; the exit code (137 unless it had exited already).
+  int KillNow();
+  // The last `max` bytes of what it printed (a runaway process can print a lot).
+  std::string output(size_t max = 3000) const;
+  // Everything it printed.
+  std::string full_output() const;
 
  private:
+  void Reap(int flags);
+
   std::string log_;
+  size_t start_size_ = 0;
   pid_t pid_ = -1;
   std::optional<int> exit_code_;
 };
+
+// The name Child had before the helpers were merged (offsets_test and soak_test use it).
+using BackgroundSluice = Child;
+
+// Runs `sluice ARGS...` as a Child logging to `log` and waits up to `timeout`
+// for its end; returns the exit code and stores what it printed in *output
+// (when not null). When it does not end in time it is killed, the test fails
+// and -1 is returned.
+int RunToEnd(const std::vector<std::string>& args, const std::string& log, std::string* output,
+             const std::vector<std::string>& env = {},
+             std::chrono::milliseconds timeout = std::chrono::milliseconds(60000));
 
 }  // namespace sluice::testing

@@ -26,8 +26,8 @@ namespace sluice {
 namespace {
 
 using testing::AppendPipeline;
-using testing::BackgroundSluice;
 using testing::BasicConf;
+using testing::Child;
 using testing::Contains;
 using testing::IdAmountValues;
 using testing::PipelineFiles;
@@ -35,9 +35,9 @@ using testing::ProduceValues;
 using testing::Query;
 using testing::QueryOne;
 using testing::ReadFile;
-using testing::RunShell;
 using testing::RunSluice;
-using testing::ShellQuote;
+using testing::RunSluiceNoStdin;
+using testing::RunSluicePipedFrom;
 using testing::TempDir;
 using testing::TryQueryOne;
 using testing::WaitFor;
@@ -48,27 +48,6 @@ using Rows = std::vector<std::string>;
 using Clock = std::chrono::steady_clock;
 
 bool Exists(const std::string& path) { return access(path.c_str(), F_OK) == 0; }
-
-// `BEFORE sluice ARGS... AFTER` run by /bin/sh, where the shell snippets
-// redirect standard input ("cat FILE |" before, "< /dev/null" after); stdout+stderr returned.
-int RunSluiceStdinRedirect(const std::vector<std::string>& args, const std::string& before,
-                           const std::string& after, std::string* output) {
-  std::string command = before + " " + ShellQuote(SLUICE_BINARY);
-  for (const auto& arg : args) command += " " + ShellQuote(arg);
-  command += " " + after + " 2>&1";
-  return RunShell(command, output);
-}
-
-// `sluice ARGS...` with stdin from /dev/null (never a terminal, even when the
-// tests run from one).
-int RunSluiceNoStdin(const std::vector<std::string>& args, std::string* output) {
-  return RunSluiceStdinRedirect(args, "", "< /dev/null", output);
-}
-
-// `cat FILE | sluice ARGS...`
-int RunSluicePipedFrom(const std::string& file, const std::vector<std::string>& args, std::string* output) {
-  return RunSluiceStdinRedirect(args, "cat " + ShellQuote(file) + " |", "", output);
-}
 
 // Runs `sluice ARGS...` with stderr on a pseudo-terminal (stdout and stdin on
 // /dev/null) and returns what it wrote there; *code gets the exit code.
@@ -805,7 +784,7 @@ TEST(Reset, RefusedWhileRunHoldsThePipeline) {
   auto broker = testing::StartAppendPipeline(dir.path(), 3);
   ASSERT_NE(broker, nullptr);
 
-  BackgroundSluice run({"run", dir.path(), "--brokers", broker->bootstrap(), "--every", "1s"}, dir / "run.log");
+  Child run({"run", dir.path(), "--brokers", broker->bootstrap(), "--every", "1s"}, dir / "run.log");
   ASSERT_GT(run.pid(), 0);
   ASSERT_TRUE(WaitFor([&] { return TryQueryOne(db, "SELECT count(*) FROM events") == "3"; }, std::chrono::seconds(10)))
       << run.output();

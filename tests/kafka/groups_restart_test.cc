@@ -38,9 +38,9 @@ void GroupMembers(testing::RealKafka* kafka, int members, const std::string& str
   for (int p = 0; p < kPartitions; ++p) {
     ASSERT_TRUE(ProduceMessages(kafka->bootstrap(), topic, testing::IdAmountMessages("m", 0, kPerPartition / 2, p)).ok());
   }
-  std::vector<std::unique_ptr<testing::BackgroundSluice>> running;
+  std::vector<std::unique_ptr<testing::Child>> running;
   for (int i = 0; i < members; ++i) {
-    running.push_back(std::make_unique<testing::BackgroundSluice>(
+    running.push_back(std::make_unique<testing::Child>(
         std::vector<std::string>{"run", pipeline, "--every", "1s", "--max-messages", "50"},
         dir / ("member" + std::to_string(i) + ".log")));
   }
@@ -73,9 +73,7 @@ void GroupMembers(testing::RealKafka* kafka, int members, const std::string& str
                     << logs;
   EXPECT_EQ(QueryOne(db, "select count(*) from events"), total) << "a message was processed twice\n" << logs;
   for (int p = 0; p < kPartitions; ++p) {
-    EXPECT_EQ(QueryOne(db, "select next_offset from _sluice_offsets where topic = '" + topic + "' and \"partition\" = " +
-                               std::to_string(p)),
-              std::to_string(kPerPartition));
+    EXPECT_EQ(testing::StoredOffset(db, topic, p), std::to_string(kPerPartition));
   }
 }
 
@@ -100,7 +98,7 @@ TEST(KafkaBrokerRestart, RunEveryResumesExactly) {
   const std::string pipeline = dir / "p";
   testing::WritePipeline(pipeline, testing::AppendOn(kafka->bootstrap(), topic));
   const std::string db = pipeline + "/pipeline.db";
-  testing::BackgroundSluice sluice({"run", pipeline, "--every", "1s", "--max-messages", "20"}, dir / "run.log");
+  testing::Child sluice({"run", pipeline, "--every", "1s", "--max-messages", "20"}, dir / "run.log");
   ASSERT_TRUE(testing::WaitForValue(db, "select count(*) from events", "200", 60s, &sluice)) << sluice.output();
 
   // Stop the broker (cleanly), keep it down for a few seconds, start it again.
@@ -133,9 +131,7 @@ TEST(KafkaBrokerRestart, RunEveryResumesExactly) {
   EXPECT_EQ(code, std::optional<int>(0)) << sluice.output();
   EXPECT_EQ(QueryOne(db, "select count(*) from events"), "600") << "a message was processed twice";
   for (int p = 0; p < 2; ++p) {
-    EXPECT_EQ(QueryOne(db, "select next_offset from _sluice_offsets where topic = '" + topic + "' and \"partition\" = " +
-                               std::to_string(p)),
-              "300");
+    EXPECT_EQ(testing::StoredOffset(db, topic, p), "300");
   }
 }
 

@@ -6,14 +6,13 @@
 #include <rapidjson/document.h>
 #include <unistd.h>
 
-#include <signal.h>
-
 #include <atomic>
 #include <chrono>
 #include <functional>
 #include <optional>
 #include <set>
 #include <string>
+#include <vector>
 
 #include "real_kafka.h"
 #include "test_support.h"
@@ -56,22 +55,6 @@ inline PipelineFiles AppendOn(const std::string& brokers, const std::string& top
   return files;
 }
 
-// Runs `sluice ARGS` and waits at most `timeout` for it to end; returns its
-// exit code, or -1 (after killing it) when it did not end in time.
-inline int RunBounded(const std::vector<std::string>& args, std::chrono::milliseconds timeout, std::string* output,
-                      const std::string& log) {
-  BackgroundSluice sluice(args, log);
-  std::optional<int> code;
-  if (WaitFor([&] { return !sluice.running(); }, timeout)) code = sluice.Stop(0, std::chrono::milliseconds(100));
-  *output = ReadFile(log);
-  if (!code) {
-    sluice.Stop(SIGKILL, std::chrono::seconds(5));
-    *output += "\n<did not end within " + std::to_string(timeout.count()) + " ms; killed>";
-    return -1;
-  }
-  return *code;
-}
-
 // Values {"id":"<prefix><i>","amount":<i>} as messages to `partition`, with timestamp `ts(i)` (0: now).
 inline std::vector<OutgoingMessage> IdAmountMessages(const std::string& prefix, int first, int count, int32_t partition,
                                                      const std::function<int64_t(int)>& ts = nullptr) {
@@ -90,6 +73,7 @@ inline std::vector<OutgoingMessage> IdAmountMessages(const std::string& prefix, 
 struct Record {
   int32_t partition = 0;
   int64_t offset = 0;
+  int64_t timestamp = 0;
   std::optional<std::string> key, value;
 };
 
@@ -103,7 +87,10 @@ inline std::vector<Record> ReadAll(const std::string& brokers, const std::string
   rd_kafka_conf_set(conf, "enable.auto.commit", "false", errstr, sizeof(errstr));
   rd_kafka_conf_set(conf, "enable.partition.eof", "true", errstr, sizeof(errstr));
   rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
-  if (rk == nullptr) return records;
+  if (rk == nullptr) {
+    ADD_FAILURE() << errstr;
+    return records;
+  }
   rd_kafka_poll_set_consumer(rk);
   rd_kafka_topic_partition_list_t* list = rd_kafka_topic_partition_list_new(partitions);
   for (int p = 0; p < partitions; ++p) {
@@ -112,7 +99,7 @@ inline std::vector<Record> ReadAll(const std::string& brokers, const std::string
   rd_kafka_assign(rk, list);
   rd_kafka_topic_partition_list_destroy(list);
   std::set<int32_t> at_end;
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
   while (static_cast<int>(at_end.size()) < partitions && std::chrono::steady_clock::now() < deadline) {
     rd_kafka_message_t* message = rd_kafka_consumer_poll(rk, 200);
     if (message == nullptr) continue;
@@ -122,6 +109,7 @@ inline std::vector<Record> ReadAll(const std::string& brokers, const std::string
       Record record;
       record.partition = message->partition;
       record.offset = message->offset;
+      record.timestamp = rd_kafka_message_timestamp(message, nullptr);
       if (message->key) record.key = std::string(static_cast<const char*>(message->key), message->key_len);
       if (message->payload) record.value = std::string(static_cast<const char*>(message->payload), message->len);
       records.push_back(record);
@@ -134,10 +122,16 @@ inline std::vector<Record> ReadAll(const std::string& brokers, const std::string
   return records;
 }
 
+// The stored next offset of topic[partition] in the database at `db`.
+inline std::string StoredOffset(const std::string& db, const std::string& topic, int partition) {
+  return QueryOne(db, "select next_offset from _sluice_offsets where topic = '" + topic + "' and \"partition\" = " +
+                          std::to_string(partition));
+}
+
 // Polls the database until `sql` returns `value` (or `timeout` passes, or
 // `process`, when given, has exited).
 inline bool WaitForValue(const std::string& db, const std::string& sql, const std::string& value,
-                         std::chrono::milliseconds timeout, BackgroundSluice* process = nullptr) {
+                         std::chrono::milliseconds timeout, Child* process = nullptr) {
   bool reached = false;
   WaitFor([&] { return (reached = TryQueryOne(db, sql) == value) || (process && !process->running()); }, timeout);
   return reached;

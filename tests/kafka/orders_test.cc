@@ -10,7 +10,6 @@
 // without the pipeline's SQL, every offset was read exactly once, and the lag
 // is 0 against the broker's watermarks.
 #include <gtest/gtest.h>
-#include <librdkafka/rdkafka.h>
 #include <signal.h>
 
 #include <algorithm>
@@ -37,42 +36,17 @@ constexpr int kCount = 3000;
 constexpr int kBatch = 250;
 
 // Every message of `topic` (partitions 0..partitions-1), read with a plain consumer.
-std::vector<Event> ReadBack(const std::string& brokers, const std::string& topic, int partitions, size_t expected) {
+std::vector<Event> ReadBack(const std::string& brokers, const std::string& topic, int partitions) {
   std::vector<Event> events;
-  char errstr[512];
-  rd_kafka_conf_t* conf = rd_kafka_conf_new();
-  rd_kafka_conf_set(conf, "bootstrap.servers", brokers.c_str(), errstr, sizeof(errstr));
-  rd_kafka_conf_set(conf, "group.id", "kafka-tier-readback", errstr, sizeof(errstr));
-  rd_kafka_conf_set(conf, "enable.auto.commit", "false", errstr, sizeof(errstr));
-  rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
-  if (rk == nullptr) {
-    ADD_FAILURE() << errstr;
-    return events;
+  for (const testing::Record& record : testing::ReadAll(brokers, topic, partitions)) {
+    Event event;
+    event.value = record.value.value_or("");
+    event.key = record.key;
+    event.timestamp = record.timestamp;
+    event.partition = record.partition;
+    event.offset = record.offset;
+    events.push_back(event);
   }
-  rd_kafka_poll_set_consumer(rk);
-  rd_kafka_topic_partition_list_t* list = rd_kafka_topic_partition_list_new(partitions);
-  for (int p = 0; p < partitions; ++p) {
-    rd_kafka_topic_partition_list_add(list, topic.c_str(), p)->offset = RD_KAFKA_OFFSET_BEGINNING;
-  }
-  rd_kafka_assign(rk, list);
-  rd_kafka_topic_partition_list_destroy(list);
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-  while (events.size() < expected && std::chrono::steady_clock::now() < deadline) {
-    rd_kafka_message_t* message = rd_kafka_consumer_poll(rk, 200);
-    if (message == nullptr) continue;
-    if (message->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
-      Event event;
-      event.value.assign(static_cast<const char*>(message->payload), message->len);
-      if (message->key) event.key = std::string(static_cast<const char*>(message->key), message->key_len);
-      event.timestamp = rd_kafka_message_timestamp(message, nullptr);
-      event.partition = message->partition;
-      event.offset = message->offset;
-      events.push_back(event);
-    }
-    rd_kafka_message_destroy(message);
-  }
-  rd_kafka_consumer_close(rk);
-  rd_kafka_destroy(rk);
   return events;
 }
 
@@ -109,7 +83,7 @@ TEST(KafkaOrders, EndToEndUnderTwentyFourKillsMatchesTheReference) {
       << output;
 
   // 2. Where the broker put each message: the reference's input.
-  std::vector<Event> events = ReadBack(kafka->bootstrap(), topic, kPartitions, kCount);
+  std::vector<Event> events = ReadBack(kafka->bootstrap(), topic, kPartitions);
   ASSERT_EQ(events.size(), static_cast<size_t>(kCount));
   {
     std::multiset<std::string> produced, generated;
@@ -164,7 +138,7 @@ TEST(KafkaOrders, EndToEndUnderTwentyFourKillsMatchesTheReference) {
   std::vector<std::string> small_batches = run;
   small_batches[6] = "3";
   for (int i = 0; i < 40 && kills < 24; ++i) {
-    testing::BackgroundSluice sluice(small_batches, dir / "run.log");
+    testing::Child sluice(small_batches, dir / "run.log");
     std::this_thread::sleep_for(std::chrono::milliseconds(50 + random() % 600));
     std::optional<int> code = sluice.Stop(SIGKILL, std::chrono::seconds(10));
     ASSERT_TRUE(code.has_value());
@@ -196,9 +170,7 @@ TEST(KafkaOrders, EndToEndUnderTwentyFourKillsMatchesTheReference) {
   for (const auto& [p, count] : per_partition) {
     EXPECT_EQ(next[p], count) << "partition " << p;
     EXPECT_EQ(marks[p].second, count) << "partition " << p;
-    EXPECT_EQ(QueryOne(db, "select next_offset from _sluice_offsets where topic = '" + topic + "' and \"partition\" = " +
-                               std::to_string(p)),
-              std::to_string(count));
+    EXPECT_EQ(testing::StoredOffset(db, topic, p), std::to_string(count));
   }
 
   // The quarantine: exactly what the reference rejects.

@@ -15,6 +15,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <sstream>
 #include <thread>
@@ -68,6 +69,39 @@ Status TopicResults(const rd_kafka_topic_result_t** results, size_t count) {
     }
   }
   return Status::Ok();
+}
+
+// Sends one admin request (`send`, on a fresh handle and queue) and waits up
+// to 30 s for its result event of `type`; `results` reads the event when the
+// request as a whole did not fail.
+Status AdminRequest(const std::string& brokers, const std::string& name, rd_kafka_event_type_t type,
+                    const std::function<void(rd_kafka_t*, rd_kafka_queue_t*)>& send,
+                    const std::function<Status(rd_kafka_event_t*)>& results) {
+  Handle admin(brokers);
+  if (!admin.rk) return Status::KafkaError("cannot create an admin handle");
+  rd_kafka_queue_t* queue = rd_kafka_queue_new(admin.rk);
+  send(admin.rk, queue);
+  rd_kafka_event_t* event = WaitEvent(queue, type, 30000);
+  Status status = Status::KafkaError(name + ": no answer within 30 s");
+  if (event) {
+    status = rd_kafka_event_error(event) ? Status::KafkaError(rd_kafka_event_error_string(event)) : results(event);
+    rd_kafka_event_destroy(event);
+  }
+  rd_kafka_queue_destroy(queue);
+  return status;
+}
+
+// Reads an admin result event's per-topic results: `as` is the event's
+// rd_kafka_event_*_result, `topics` the matching rd_kafka_*_result_topics.
+template <typename Result>
+std::function<Status(rd_kafka_event_t*)> TopicResultsOf(const Result* (*as)(rd_kafka_event_t*),
+                                                        const rd_kafka_topic_result_t** (*topics)(const Result*,
+                                                                                                  size_t*)) {
+  return [as, topics](rd_kafka_event_t* event) {
+    size_t count = 0;
+    const rd_kafka_topic_result_t** results = topics(as(event), &count);
+    return TopicResults(results, count);
+  };
 }
 
 class KafkaEnvironment : public ::testing::Environment {
@@ -226,98 +260,61 @@ void RealKafka::Shutdown() {
 }
 
 Status RealKafka::CreateTopic(const std::string& topic, int partitions, const std::map<std::string, std::string>& configs) {
-  Handle admin(bootstrap_);
-  if (!admin.rk) return Status::KafkaError("cannot create an admin handle");
   char errstr[512];
   rd_kafka_NewTopic_t* request = rd_kafka_NewTopic_new(topic.c_str(), partitions, 1, errstr, sizeof(errstr));
   if (!request) return Status::KafkaError(errstr);
   for (const auto& [name, value] : configs) rd_kafka_NewTopic_set_config(request, name.c_str(), value.c_str());
-  rd_kafka_queue_t* queue = rd_kafka_queue_new(admin.rk);
-  rd_kafka_CreateTopics(admin.rk, &request, 1, nullptr, queue);
-  rd_kafka_event_t* event = WaitEvent(queue, RD_KAFKA_EVENT_CREATETOPICS_RESULT, 30000);
-  Status status = Status::KafkaError("CreateTopics: no answer within 30 s");
-  if (event) {
-    size_t count = 0;
-    const rd_kafka_topic_result_t** results =
-        rd_kafka_CreateTopics_result_topics(rd_kafka_event_CreateTopics_result(event), &count);
-    status = rd_kafka_event_error(event) ? Status::KafkaError(rd_kafka_event_error_string(event)) : TopicResults(results, count);
-    rd_kafka_event_destroy(event);
-  }
+  Status status = AdminRequest(
+      bootstrap_, "CreateTopics", RD_KAFKA_EVENT_CREATETOPICS_RESULT,
+      [&](rd_kafka_t* rk, rd_kafka_queue_t* queue) { rd_kafka_CreateTopics(rk, &request, 1, nullptr, queue); },
+      TopicResultsOf(rd_kafka_event_CreateTopics_result, rd_kafka_CreateTopics_result_topics));
   rd_kafka_NewTopic_destroy(request);
-  rd_kafka_queue_destroy(queue);
   if (status.ok() && !WaitForPartitions(topic, partitions)) return Status::KafkaError(topic + ": not in the metadata after creation");
   return status;
 }
 
 Status RealKafka::DeleteTopic(const std::string& topic) {
-  Handle admin(bootstrap_);
-  if (!admin.rk) return Status::KafkaError("cannot create an admin handle");
   rd_kafka_DeleteTopic_t* request = rd_kafka_DeleteTopic_new(topic.c_str());
-  rd_kafka_queue_t* queue = rd_kafka_queue_new(admin.rk);
-  rd_kafka_DeleteTopics(admin.rk, &request, 1, nullptr, queue);
-  rd_kafka_event_t* event = WaitEvent(queue, RD_KAFKA_EVENT_DELETETOPICS_RESULT, 30000);
-  Status status = Status::KafkaError("DeleteTopics: no answer within 30 s");
-  if (event) {
-    size_t count = 0;
-    const rd_kafka_topic_result_t** results =
-        rd_kafka_DeleteTopics_result_topics(rd_kafka_event_DeleteTopics_result(event), &count);
-    status = rd_kafka_event_error(event) ? Status::KafkaError(rd_kafka_event_error_string(event)) : TopicResults(results, count);
-    rd_kafka_event_destroy(event);
-  }
+  Status status = AdminRequest(
+      bootstrap_, "DeleteTopics", RD_KAFKA_EVENT_DELETETOPICS_RESULT,
+      [&](rd_kafka_t* rk, rd_kafka_queue_t* queue) { rd_kafka_DeleteTopics(rk, &request, 1, nullptr, queue); },
+      TopicResultsOf(rd_kafka_event_DeleteTopics_result, rd_kafka_DeleteTopics_result_topics));
   rd_kafka_DeleteTopic_destroy(request);
-  rd_kafka_queue_destroy(queue);
   if (status.ok() && !WaitForPartitions(topic, 0)) return Status::KafkaError(topic + ": still in the metadata after deletion");
   return status;
 }
 
 Status RealKafka::CreatePartitions(const std::string& topic, int total) {
-  Handle admin(bootstrap_);
-  if (!admin.rk) return Status::KafkaError("cannot create an admin handle");
   char errstr[512];
   rd_kafka_NewPartitions_t* request = rd_kafka_NewPartitions_new(topic.c_str(), total, errstr, sizeof(errstr));
   if (!request) return Status::KafkaError(errstr);
-  rd_kafka_queue_t* queue = rd_kafka_queue_new(admin.rk);
-  rd_kafka_CreatePartitions(admin.rk, &request, 1, nullptr, queue);
-  rd_kafka_event_t* event = WaitEvent(queue, RD_KAFKA_EVENT_CREATEPARTITIONS_RESULT, 30000);
-  Status status = Status::KafkaError("CreatePartitions: no answer within 30 s");
-  if (event) {
-    size_t count = 0;
-    const rd_kafka_topic_result_t** results =
-        rd_kafka_CreatePartitions_result_topics(rd_kafka_event_CreatePartitions_result(event), &count);
-    status = rd_kafka_event_error(event) ? Status::KafkaError(rd_kafka_event_error_string(event)) : TopicResults(results, count);
-    rd_kafka_event_destroy(event);
-  }
+  Status status = AdminRequest(
+      bootstrap_, "CreatePartitions", RD_KAFKA_EVENT_CREATEPARTITIONS_RESULT,
+      [&](rd_kafka_t* rk, rd_kafka_queue_t* queue) { rd_kafka_CreatePartitions(rk, &request, 1, nullptr, queue); },
+      TopicResultsOf(rd_kafka_event_CreatePartitions_result, rd_kafka_CreatePartitions_result_topics));
   rd_kafka_NewPartitions_destroy(request);
-  rd_kafka_queue_destroy(queue);
   if (status.ok() && !WaitForPartitions(topic, total)) return Status::KafkaError(topic + ": new partitions not in the metadata");
   return status;
 }
 
 Status RealKafka::AlterTopicConfigs(const std::string& topic, const std::map<std::string, std::string>& configs) {
-  Handle admin(bootstrap_);
-  if (!admin.rk) return Status::KafkaError("cannot create an admin handle");
   rd_kafka_ConfigResource_t* resource = rd_kafka_ConfigResource_new(RD_KAFKA_RESOURCE_TOPIC, topic.c_str());
   for (const auto& [name, value] : configs) rd_kafka_ConfigResource_set_config(resource, name.c_str(), value.c_str());
-  rd_kafka_queue_t* queue = rd_kafka_queue_new(admin.rk);
-  rd_kafka_AlterConfigs(admin.rk, &resource, 1, nullptr, queue);
-  rd_kafka_event_t* event = WaitEvent(queue, RD_KAFKA_EVENT_ALTERCONFIGS_RESULT, 30000);
-  Status status = Status::KafkaError("AlterConfigs: no answer within 30 s");
-  if (event) {
-    status = Status::Ok();
-    if (rd_kafka_event_error(event)) status = Status::KafkaError(rd_kafka_event_error_string(event));
-    size_t count = 0;
-    const rd_kafka_ConfigResource_t** results =
-        rd_kafka_AlterConfigs_result_resources(rd_kafka_event_AlterConfigs_result(event), &count);
-    for (size_t i = 0; i < count && status.ok(); ++i) {
-      if (rd_kafka_ConfigResource_error(results[i])) {
-        const char* message = rd_kafka_ConfigResource_error_string(results[i]);
-        status = Status::KafkaError(topic + ": " + (message ? message : "AlterConfigs failed"));
-      }
-    }
-    rd_kafka_event_destroy(event);
-  }
+  Status status = AdminRequest(
+      bootstrap_, "AlterConfigs", RD_KAFKA_EVENT_ALTERCONFIGS_RESULT,
+      [&](rd_kafka_t* rk, rd_kafka_queue_t* queue) { rd_kafka_AlterConfigs(rk, &resource, 1, nullptr, queue); },
+      [&](rd_kafka_event_t* event) {
+        size_t count = 0;
+        auto results = rd_kafka_AlterConfigs_result_resources(rd_kafka_event_AlterConfigs_result(event), &count);
+        for (size_t i = 0; i < count; ++i) {
+          if (rd_kafka_ConfigResource_error(results[i])) {
+            const char* message = rd_kafka_ConfigResource_error_string(results[i]);
+            return Status::KafkaError(topic + ": " + (message ? message : "AlterConfigs failed"));
+          }
+        }
+        return Status::Ok();
+      });
   rd_kafka_ConfigResource_destroy(resource);
-  rd_kafka_queue_destroy(queue);
   return status;
 }
 

@@ -18,11 +18,6 @@ using testing::Query;
 using testing::QueryOne;
 using testing::TempDir;
 
-std::string StoredOffset(const std::string& db, const std::string& topic, int partition) {
-  return QueryOne(db, "select next_offset from _sluice_offsets where topic = '" + topic + "' and \"partition\" = " +
-                          std::to_string(partition));
-}
-
 TEST(KafkaReset, ToTimeLandsWhereTheBrokerSays) {
   REQUIRE_KAFKA();
   const std::string topic = testing::UniqueName("reset");
@@ -42,7 +37,7 @@ TEST(KafkaReset, ToTimeLandsWhereTheBrokerSays) {
   testing::WritePipeline(pipeline, testing::AppendOn(kafka->bootstrap(), topic));
   const std::string db = pipeline + "/pipeline.db";
   std::string output;
-  ASSERT_EQ(testing::RunBounded({"run", pipeline}, std::chrono::seconds(60), &output, dir / "run.log"), 0) << output;
+  ASSERT_EQ(testing::RunToEnd({"run", pipeline}, dir / "run.log", &output, {}, std::chrono::seconds(60)), 0) << output;
   EXPECT_EQ(QueryOne(db, "select count(*) from events"), "30");
 
   // An epoch-ms time inside both partitions.
@@ -56,7 +51,7 @@ TEST(KafkaReset, ToTimeLandsWhereTheBrokerSays) {
   auto marks = kafka->Watermarks(topic, 3);
   for (int p = 0; p < 3; ++p) {
     int64_t expected = broker[p] >= 0 ? broker[p] : marks[p].second;
-    EXPECT_EQ(StoredOffset(db, topic, p), std::to_string(expected)) << "partition " << p << "\n" << output;
+    EXPECT_EQ(testing::StoredOffset(db, topic, p), std::to_string(expected)) << "partition " << p << "\n" << output;
   }
   EXPECT_EQ(QueryOne(db, "select count(*) from _sluice_runs where status = 'reset'"), "1");
 
@@ -77,12 +72,12 @@ TEST(KafkaReset, ToTimeLandsWhereTheBrokerSays) {
   ASSERT_EQ(broker[1], -1);
   const int64_t from = broker[0];  // 12 when the producer kept the order
   ASSERT_EQ(testing::RunSluice({"reset", pipeline, "--to", iso, "--yes"}, &output), 0) << output;
-  EXPECT_EQ(StoredOffset(db, topic, 0), std::to_string(from)) << output;
-  EXPECT_EQ(StoredOffset(db, topic, 1), "10") << output;
-  EXPECT_EQ(StoredOffset(db, topic, 2), "0") << output;
+  EXPECT_EQ(testing::StoredOffset(db, topic, 0), std::to_string(from)) << output;
+  EXPECT_EQ(testing::StoredOffset(db, topic, 1), "10") << output;
+  EXPECT_EQ(testing::StoredOffset(db, topic, 2), "0") << output;
 
   // The next run reads exactly from there.
-  ASSERT_EQ(testing::RunBounded({"run", pipeline}, std::chrono::seconds(60), &output, dir / "run2.log"), 0) << output;
+  ASSERT_EQ(testing::RunToEnd({"run", pipeline}, dir / "run2.log", &output, {}, std::chrono::seconds(60)), 0) << output;
   EXPECT_EQ(QueryOne(db, "select count(*) from events where part = 0 and off >= " + std::to_string(from)),
             std::to_string(2 * (20 - from)));  // read, then re-read
   EXPECT_EQ(QueryOne(db, "select count(*) from events"), std::to_string(30 + (20 - from)));
@@ -119,11 +114,11 @@ TEST(KafkaRetention, DeletedBeforeReadFailsWithPartitionAndCountOrSkipsWithTheGa
   }
   std::string output;
   for (const std::string& pipeline : {fail_dir, skip_dir}) {
-    ASSERT_EQ(testing::RunBounded({"run", pipeline, "--once", "--max-messages", "10"}, std::chrono::seconds(60), &output,
-                                  dir / "once.log"),
+    ASSERT_EQ(testing::RunToEnd({"run", pipeline, "--once", "--max-messages", "10"}, dir / "once.log", &output, {},
+                                std::chrono::seconds(60)),
               0)
         << output;
-    ASSERT_EQ(StoredOffset(pipeline + "/pipeline.db", topic, 0), "10") << output;
+    ASSERT_EQ(testing::StoredOffset(pipeline + "/pipeline.db", topic, 0), "10") << output;
   }
 
   // Retention deletes everything written so far (the active segment too).
@@ -133,18 +128,18 @@ TEST(KafkaRetention, DeletedBeforeReadFailsWithPartitionAndCountOrSkipsWithTheGa
   ASSERT_TRUE(ProduceMessages(kafka->bootstrap(), topic, testing::IdAmountMessages("n", 0, 5, 0)).ok());
 
   // on_data_loss = fail: non-zero exit, the partition and the count named, nothing consumed.
-  int code = testing::RunBounded({"run", fail_dir}, std::chrono::seconds(60), &output, dir / "fail.log");
+  int code = testing::RunToEnd({"run", fail_dir}, dir / "fail.log", &output, {}, std::chrono::seconds(60));
   EXPECT_NE(code, 0) << output;
   EXPECT_TRUE(Contains(output, topic + "[0]")) << output;
   EXPECT_TRUE(Contains(output, "20 messages")) << output;
-  EXPECT_EQ(StoredOffset(fail_dir + "/pipeline.db", topic, 0), "10");
+  EXPECT_EQ(testing::StoredOffset(fail_dir + "/pipeline.db", topic, 0), "10");
   EXPECT_EQ(QueryOne(fail_dir + "/pipeline.db", "select count(*) from events"), "10");
 
   // on_data_loss = skip: continues from the log start, the gap in the run's notes.
-  code = testing::RunBounded({"run", skip_dir}, std::chrono::seconds(60), &output, dir / "skip.log");
+  code = testing::RunToEnd({"run", skip_dir}, dir / "skip.log", &output, {}, std::chrono::seconds(60));
   EXPECT_EQ(code, 0) << output;
   const std::string db = skip_dir + "/pipeline.db";
-  EXPECT_EQ(StoredOffset(db, topic, 0), "35") << output;
+  EXPECT_EQ(testing::StoredOffset(db, topic, 0), "35") << output;
   EXPECT_EQ(QueryOne(db, "select group_concat(id) from (select id from events order by off)"),
             "m0,m1,m2,m3,m4,m5,m6,m7,m8,m9,n0,n1,n2,n3,n4");
   std::string notes = QueryOne(db, "select group_concat(notes, ' | ') from _sluice_runs where notes like '%deleted%'");

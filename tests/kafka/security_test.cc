@@ -40,7 +40,7 @@ TEST(KafkaSecurity, TlsAlone) {
   std::string pipeline = SecurePipeline(dir, kafka->ssl_bootstrap(), topic,
                                         "security.protocol = SSL\nssl.ca.location = " + kafka->ca_file() + "\n");
   std::string output;
-  ASSERT_EQ(testing::RunBounded({"run", pipeline}, 60s, &output, dir / "run.log"), 0) << output;
+  ASSERT_EQ(testing::RunToEnd({"run", pipeline}, dir / "run.log", &output, {}, 60s), 0) << output;
   EXPECT_EQ(QueryOne(pipeline + "/pipeline.db", "select count(*) from events"), "10");
 }
 
@@ -57,7 +57,7 @@ TEST(KafkaSecurity, SaslSslPlainWithThePasswordFromTheEnvironment) {
                                             kafka->ca_file() + "\n");
   std::string output;
   setenv("SLUICE_TIER_KAFKA_PASSWORD", "sluice-secret", 1);
-  ASSERT_EQ(testing::RunBounded({"run", pipeline}, 60s, &output, dir / "run.log"), 0) << output;
+  ASSERT_EQ(testing::RunToEnd({"run", pipeline}, dir / "run.log", &output, {}, 60s), 0) << output;
   EXPECT_EQ(QueryOne(pipeline + "/pipeline.db", "select count(*) from events"), "10");
   EXPECT_FALSE(Contains(output, "sluice-secret")) << output;
 
@@ -66,7 +66,7 @@ TEST(KafkaSecurity, SaslSslPlainWithThePasswordFromTheEnvironment) {
   setenv("SLUICE_TIER_KAFKA_PASSWORD", wrong.c_str(), 1);
   ASSERT_TRUE(ProduceMessages(kafka->bootstrap(), topic, testing::IdAmountMessages("s", 10, 5, 0)).ok());
   auto start = std::chrono::steady_clock::now();
-  int code = testing::RunBounded({"run", pipeline}, 60s, &output, dir / "wrong.log");
+  int code = testing::RunToEnd({"run", pipeline}, dir / "wrong.log", &output, {}, 60s);
   auto took = std::chrono::steady_clock::now() - start;
   unsetenv("SLUICE_TIER_KAFKA_PASSWORD");
   EXPECT_NE(code, 0) << output;

@@ -24,11 +24,6 @@ using testing::Query;
 using testing::QueryOne;
 using testing::TempDir;
 
-std::string StoredOffset(const std::string& db, const std::string& topic, int partition) {
-  return QueryOne(db, "select next_offset from _sluice_offsets where topic = '" + topic + "' and \"partition\" = " +
-                          std::to_string(partition));
-}
-
 TEST(KafkaCompacted, OffsetGapsResultsCorrectLagZero) {
   REQUIRE_KAFKA();
   const std::string topic = testing::UniqueName("compact");
@@ -93,7 +88,7 @@ TEST(KafkaCompacted, OffsetGapsResultsCorrectLagZero) {
   testing::WritePipeline(pipeline, files);
   const std::string db = pipeline + "/pipeline.db";
   std::string output;
-  ASSERT_EQ(testing::RunBounded({"run", pipeline, "--max-messages", "3"}, 60s, &output, dir / "run.log"), 0) << output;
+  ASSERT_EQ(testing::RunToEnd({"run", pipeline, "--max-messages", "3"}, dir / "run.log", &output, {}, 60s), 0) << output;
 
   // Exactly the records the broker still holds, at their offsets.
   std::vector<std::string> expected_offsets, actual_offsets;
@@ -103,7 +98,7 @@ TEST(KafkaCompacted, OffsetGapsResultsCorrectLagZero) {
   std::vector<std::string> expected_latest, actual_latest = Query(db, "select k, cast(amount as integer) from latest order by k");
   for (const auto& [key, amount] : last_amount) expected_latest.push_back(key + "|" + std::to_string(amount));
   EXPECT_EQ(actual_latest, expected_latest);
-  EXPECT_EQ(StoredOffset(db, topic, 0), std::to_string(end));
+  EXPECT_EQ(testing::StoredOffset(db, topic, 0), std::to_string(end));
   rapidjson::Document status;
   ASSERT_TRUE(testing::StatusJson(pipeline, kafka->bootstrap(), &status, &output)) << output;
   EXPECT_EQ(status["total_lag"].GetInt64(), 0) << output;
@@ -118,7 +113,7 @@ void PartitionsAdded(testing::RealKafka* kafka, const std::string& assignment) {
   const std::string pipeline = dir / "p";
   testing::WritePipeline(pipeline, testing::AppendOn(kafka->bootstrap(), topic, "assignment = " + assignment + "\n"));
   const std::string db = pipeline + "/pipeline.db";
-  testing::BackgroundSluice sluice({"run", pipeline, "--every", "1s"}, dir / "run.log");
+  testing::Child sluice({"run", pipeline, "--every", "1s"}, dir / "run.log");
   ASSERT_TRUE(testing::WaitForValue(db, "select count(*) from events", "10", 60s, &sluice)) << sluice.output();
 
   ASSERT_TRUE(kafka->CreatePartitions(topic, 3).ok());
@@ -171,22 +166,22 @@ void RecreatedIsRefused(testing::RealKafka* kafka, int new_messages) {
   testing::WritePipeline(pipeline, testing::AppendOn(kafka->bootstrap(), topic));
   const std::string db = pipeline + "/pipeline.db";
   std::string output;
-  ASSERT_EQ(testing::RunBounded({"run", pipeline}, 60s, &output, dir / "run.log"), 0) << output;
-  ASSERT_EQ(StoredOffset(db, topic, 0), "10");
+  ASSERT_EQ(testing::RunToEnd({"run", pipeline}, dir / "run.log", &output, {}, 60s), 0) << output;
+  ASSERT_EQ(testing::StoredOffset(db, topic, 0), "10");
 
   Recreate(kafka, topic, new_messages);
-  int code = testing::RunBounded({"run", pipeline}, 60s, &output, dir / "refused.log");
+  int code = testing::RunToEnd({"run", pipeline}, dir / "refused.log", &output, {}, 60s);
   EXPECT_NE(code, 0) << "a recreated topic (new log of " << new_messages << " messages) was not refused:\n" << output;
   EXPECT_TRUE(Contains(output, topic + "[0]")) << output;
   EXPECT_TRUE(Contains(output, "sluice reset")) << output;
   EXPECT_EQ(QueryOne(db, "select count(*) from events"), "10") << "something of the new log was consumed";
-  EXPECT_EQ(StoredOffset(db, topic, 0), "10");
+  EXPECT_EQ(testing::StoredOffset(db, topic, 0), "10");
 
   // The way out the message names: reset to earliest, then the new log is read from its start.
   ASSERT_EQ(testing::RunSluice({"reset", pipeline, "--to", "earliest", "--yes"}, &output), 0) << output;
-  ASSERT_EQ(testing::RunBounded({"run", pipeline}, 60s, &output, dir / "after.log"), 0) << output;
+  ASSERT_EQ(testing::RunToEnd({"run", pipeline}, dir / "after.log", &output, {}, 60s), 0) << output;
   EXPECT_EQ(QueryOne(db, "select count(*) from events where id like 'new%'"), std::to_string(new_messages)) << output;
-  EXPECT_EQ(StoredOffset(db, topic, 0), std::to_string(new_messages));
+  EXPECT_EQ(testing::StoredOffset(db, topic, 0), std::to_string(new_messages));
 }
 
 TEST(KafkaTopicRecreated, ShorterNewLogIsRefused) {

@@ -99,8 +99,8 @@ TEST(KafkaTransactions, OnlyCommittedStagedCaughtUpWithLagZeroAndNoEmptyBatches)
   testing::WritePipeline(pipeline, testing::AppendOn(kafka->bootstrap(), topic));
   const std::string db = pipeline + "/pipeline.db";
   std::string output;
-  int code = testing::RunBounded({"run", pipeline, "--until-caught-up", "--max-messages", "7"}, std::chrono::seconds(60),
-                                 &output, dir / "run.log");
+  int code = testing::RunToEnd({"run", pipeline, "--until-caught-up", "--max-messages", "7"}, dir / "run.log",
+                               &output, {}, std::chrono::seconds(60));
   ASSERT_EQ(code, 0) << "--until-caught-up must end over transaction markers:\n" << output;
 
   // Only committed messages, each once.
@@ -112,9 +112,7 @@ TEST(KafkaTransactions, OnlyCommittedStagedCaughtUpWithLagZeroAndNoEmptyBatches)
 
   // The stored offsets are past the final markers: lag 0 against the broker.
   for (int p = 0; p < 2; ++p) {
-    EXPECT_EQ(QueryOne(db, "select next_offset from _sluice_offsets where topic = '" + topic + "' and \"partition\" = " +
-                               std::to_string(p)),
-              std::to_string(marks[p].second))
+    EXPECT_EQ(testing::StoredOffset(db, topic, p), std::to_string(marks[p].second))
         << "partition " << p << ": the stored offset is not past the partition's last transaction marker";
   }
   rapidjson::Document status;
@@ -126,7 +124,8 @@ TEST(KafkaTransactions, OnlyCommittedStagedCaughtUpWithLagZeroAndNoEmptyBatches)
       << ::testing::PrintToString(Query(db, "select run_id, messages, offsets, notes from _sluice_runs"));
   std::string runs_before = QueryOne(db, "select count(*) from _sluice_runs");
   for (int pass = 0; pass < 2; ++pass) {
-    code = testing::RunBounded({"run", pipeline, "--until-caught-up"}, std::chrono::seconds(30), &output, dir / "again.log");
+    code = testing::RunToEnd({"run", pipeline, "--until-caught-up"}, dir / "again.log", &output, {},
+                             std::chrono::seconds(30));
     EXPECT_EQ(code, 0) << output;
   }
   EXPECT_EQ(QueryOne(db, "select count(*) from _sluice_runs"), runs_before)
