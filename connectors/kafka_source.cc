@@ -802,6 +802,9 @@ Status KafkaSource::Fetch(size_t max_messages, std::chrono::milliseconds max_wai
   // poll drops its partitions' messages from there (DropBuffered), and the
   // caller's vector is only touched once, at the end.
   fetched_.clear();
+  // Gather into the caller's own storage when it is empty (the engine
+  // reuses one batch vector), so only one batch-sized buffer exists.
+  if (out->empty()) fetched_.swap(*out);
   size_t taken = std::min(max_messages, pending_.size());
   fetched_.insert(fetched_.end(), std::make_move_iterator(pending_.begin()),
                   std::make_move_iterator(pending_.begin() + taken));
@@ -826,7 +829,11 @@ Status KafkaSource::Fetch(size_t max_messages, std::chrono::milliseconds max_wai
     fetched_.clear();
     return status;
   }
-  out->insert(out->end(), std::make_move_iterator(fetched_.begin()), std::make_move_iterator(fetched_.end()));
+  if (out->empty()) {
+    out->swap(fetched_);
+  } else {
+    out->insert(out->end(), std::make_move_iterator(fetched_.begin()), std::make_move_iterator(fetched_.end()));
+  }
   fetched_.clear();
   return Status::Ok();
 }
