@@ -84,7 +84,7 @@ Result<std::unique_ptr<Engine>> Engine::Open(const Pipeline& pipeline, std::uniq
       spdlog::warn("pipeline '{}' has no offsets in {}, but {} read the same topics into it: this pipeline starts "
                    "where [source] start says. If [source] group was renamed, rename it back (offsets belong to the "
                    "group), or the data is read a second time",
-                   pipeline.config.source.group, pipeline.config.database, names);
+                   pipeline.config.source.group, DescribeDatabase(pipeline.config.database), names);
     }
   }
   std::string opened_at = NowIso();

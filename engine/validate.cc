@@ -41,6 +41,20 @@ std::vector<std::string> ValidatePipeline(const std::string& dir, const ConfigOv
     return problems;
   }
   for (const auto& line : seed_problems) add_line(line);
+  if (IsDatabaseUrl(pipeline->config.database)) {
+    // The steps are written for that server's dialect: they are checked
+    // against it (in a transaction that is rolled back) when the run opens
+    // the target, not against a scratch SQLite database. The seed files are
+    // checked here.
+    Result<std::unique_ptr<Target>> scratch = Target::Open(scratch_options);
+    if (scratch.ok()) {
+      for (const auto& seed : pipeline->seeds) {
+        Status loaded = (*scratch)->CheckSeed(seed);
+        if (!loaded.ok()) add(loaded);
+      }
+    }
+    return problems;
+  }
   Result<std::unique_ptr<Target>> opened = Target::Open(scratch_options);
   if (!opened.ok()) {
     add(opened.status());

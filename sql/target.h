@@ -164,6 +164,9 @@ struct TargetOptions {
 // not a file path.
 bool IsDatabaseUrl(const std::string& database);
 
+// The database as messages show it: a URL without its password.
+std::string DescribeDatabase(const std::string& database);
+
 // "SQLite 3.40.1": the database libraries the targets are built with.
 std::string TargetLibraries();
 

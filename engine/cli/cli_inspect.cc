@@ -145,7 +145,7 @@ int CommandStatus(const std::vector<std::string>& args) {
     };
     json.StartObject();
     json.Key("database");
-    json.String(pipeline->config.database.c_str());
+    json.String(DescribeDatabase(pipeline->config.database).c_str());
     json.Key("kafka_error");
     if (kafka_error.empty()) json.Null();
     else json.String(kafka_error.c_str());
@@ -214,7 +214,7 @@ int CommandStatus(const std::vector<std::string>& args) {
   }
 
   auto show = [](const std::optional<int64_t>& value) { return value ? std::to_string(*value) : std::string("-"); };
-  std::printf("database %s\n", pipeline->config.database.c_str());
+  std::printf("database %s\n", DescribeDatabase(pipeline->config.database).c_str());
   if (!kafka_error.empty()) std::printf("kafka: %s (showing what the database knows)\n", kafka_error.c_str());
   std::printf("\n%-30s %12s %12s %12s %10s\n", "partition", "stored", "committed", "end", "lag");
   for (const auto& [tp, row] : rows) {
@@ -376,7 +376,7 @@ int CommandCompact(const std::vector<std::string>& args) {
   const std::string& path = pipeline->config.database;
   // Nothing to compact: say so before taking the lock (which would leave a
   // lock file beside a database that does not exist).
-  if (path != ":memory:" && !std::filesystem::exists(path)) {
+  if (path != ":memory:" && !IsDatabaseUrl(path) && !std::filesystem::exists(path)) {
     std::cerr << "no database at " << path << " (nothing has run yet); nothing to compact\n";
     return kExitFailure;
   }
@@ -391,7 +391,8 @@ int CommandCompact(const std::vector<std::string>& args) {
     return Fail(compacted.status());
   }
   std::printf("pruned %lld staging row%s; %s: %lld -> %lld bytes (%lld reclaimed)\n",
-              static_cast<long long>(compacted->pruned_rows), compacted->pruned_rows == 1 ? "" : "s", path.c_str(),
+              static_cast<long long>(compacted->pruned_rows), compacted->pruned_rows == 1 ? "" : "s",
+              DescribeDatabase(path).c_str(),
               static_cast<long long>(compacted->bytes_before), static_cast<long long>(compacted->bytes_after),
               static_cast<long long>(std::max<int64_t>(0, compacted->bytes_before - compacted->bytes_after)));
   return kExitOk;

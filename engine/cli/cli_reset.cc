@@ -120,7 +120,7 @@ int CommandReset(const std::vector<std::string>& args) {
   // Nothing is created before the reset is applied: a dry run, or one that
   // is not confirmed, leaves no database behind. The lock is held from here
   // to the end.
-  bool exists = config.database == ":memory:" || std::filesystem::exists(config.database);
+  bool exists = config.database == ":memory:" || IsDatabaseUrl(config.database) || std::filesystem::exists(config.database);
   std::unique_ptr<Target> target;
   OffsetMap stored_offsets;
   std::vector<std::string> file_inputs;  // inputs of `run --from-file` with a stored position
@@ -169,7 +169,7 @@ int CommandReset(const std::vector<std::string>& args) {
   for (const auto& table : truncate) {
     Result<bool> has_table = target ? target->HasTable(table) : Result<bool>(false);
     if (!has_table.ok() || !*has_table) {
-      std::cerr << "sluice reset: --truncate " << table << ": no such table in " << config.database << "\n";
+      std::cerr << "sluice reset: --truncate " << table << ": no such table in " << DescribeDatabase(config.database) << "\n";
       return kExitUsage;
     }
   }
@@ -270,7 +270,7 @@ int CommandReset(const std::vector<std::string>& args) {
 
   if (!target) {
     // A typo in --db would otherwise position a database nobody runs.
-    std::cerr << "warning: there was no database at " << config.database
+    std::cerr << "warning: there was no database at " << DescribeDatabase(config.database)
               << "; it is created now and holds these positions for the first `sluice run` (check --db or [target] "
                  "database if that is not what you meant)\n";
     Result<std::unique_ptr<Target>> created = Target::Open(ResetTargetOptions(config, true));

@@ -245,7 +245,7 @@ int CommandRun(const std::vector<std::string>& args) {
     spdlog::error("{}", engine.status().message());
     return kExitFailure;
   }
-  spdlog::info("pipeline {}: {} into {} ({} steps, {} seeds)", dir, described, config.database,
+  spdlog::info("pipeline {}: {} into {} ({} steps, {} seeds)", dir, described, DescribeDatabase(config.database),
                pipeline->steps.size(), pipeline->seeds.size());
   Status st = (*engine)->Run(run_options, g_stop);
   if (!st.ok() && st.code() != Status::Code::kAborted) {
