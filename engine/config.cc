@@ -4,10 +4,12 @@
 #include <boost/program_options.hpp>
 
 #include <algorithm>
+#include <cctype>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <set>
 #include <sstream>
 
@@ -81,6 +83,71 @@ std::vector<std::string> SplitList(const std::string& text) {
     if (!item.empty()) items.push_back(item);
   }
   return items;
+}
+
+
+// A file of a pipeline directory chosen for the engine.
+struct ChosenFile {
+  fs::path path;
+  std::string display;
+};
+
+// Chooses, among the .sql files directly in `dir`, the one each NAME runs on
+// `engine`: NAME.ENGINE.sql when there is one, else NAME.sql; a file for the
+// other engine is skipped. With `only`, only files whose NAME is `only` count
+// (schema.sql in the pipeline directory). `prefix` starts displays
+// ("steps/"). Ordered by NAME.sql, so that shared files keep the order they
+// always had. NAME.WORD.sql with WORD all letters is a per-engine file, and
+// WORD must be an engine; "10_v1.2.sql" is the step "10_v1.2".
+Status ChooseFiles(const fs::path& dir, const std::string& prefix, const std::string& only, const std::string& engine,
+                   std::vector<ChosenFile>* chosen, std::vector<EngineChoice>* choices) {
+  struct Variants {
+    std::string name;
+    std::optional<fs::path> shared, sqlite, postgres;
+  };
+  std::map<std::string, Variants> by_name;  // keyed by NAME.sql
+  std::vector<std::string> errors;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    if (!entry.is_regular_file(ec) || entry.path().extension() != ".sql") continue;
+    std::string file = entry.path().filename().string();
+    std::string stem = file.substr(0, file.size() - 4);
+    std::string name = stem, suffix;
+    size_t dot = stem.rfind('.');
+    if (dot != std::string::npos && dot + 1 < stem.size() &&
+        std::all_of(stem.begin() + dot + 1, stem.end(), [](char c) { return std::isalpha(static_cast<unsigned char>(c)); })) {
+      name = stem.substr(0, dot);
+      suffix = stem.substr(dot + 1);
+    }
+    if (!only.empty() && name != only) continue;
+    if (!suffix.empty() && suffix != kEngines[0] && suffix != kEngines[1]) {
+      errors.push_back(prefix + file + ": '" + suffix + "' is not an engine sluice knows (sqlite, postgres): a file for one engine is named " +
+                       name + ".sqlite.sql or " + name + ".postgres.sql, and " + name + ".sql runs on both");
+      continue;
+    }
+    Variants& variants = by_name[name + ".sql"];
+    variants.name = name;
+    (suffix.empty() ? variants.shared : suffix == kEngines[0] ? variants.sqlite : variants.postgres) = entry.path();
+  }
+  if (!errors.empty()) {
+    std::sort(errors.begin(), errors.end());
+    std::string all;
+    for (const auto& error : errors) all += (all.empty() ? "" : "\n") + error;
+    return Status::InvalidConfig(all);
+  }
+  auto display = [&](const std::optional<fs::path>& path) {
+    return path ? prefix + path->filename().string() : std::string();
+  };
+  for (const auto& [key, variants] : by_name) {
+    const std::optional<fs::path>& specific = engine == kEngines[1] ? variants.postgres : variants.sqlite;
+    const std::optional<fs::path>& file = specific ? specific : variants.shared;
+    if (file) chosen->push_back({*file, display(file)});
+    if (variants.sqlite || variants.postgres) {
+      choices->push_back({prefix + variants.name, display(variants.sqlite ? variants.sqlite : variants.shared),
+                          display(variants.postgres ? variants.postgres : variants.shared)});
+    }
+  }
+  return Status::Ok();
 }
 
 }  // namespace
@@ -311,6 +378,10 @@ Result<PipelineConfig> ParseConfig(const std::string& text, const std::string& d
   return config;
 }
 
+const char* const kEngines[2] = {"sqlite", "postgres"};
+
+std::string EngineOf(const std::string& database) { return IsDatabaseUrl(database) ? kEngines[1] : kEngines[0]; }
+
 Result<Pipeline> LoadPipeline(const std::string& dir, const ConfigOverrides& overrides) {
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) return Status::InvalidConfig(dir + ": not a pipeline directory (it does not exist)");
@@ -335,22 +406,20 @@ Result<Pipeline> LoadPipeline(const std::string& dir, const ConfigOverrides& ove
     file->attach_root = dir;
     file->attach_anywhere = pipeline.config.allow_attach_outside;
   };
-  fs::path schema = fs::path(dir) / "schema.sql";
-  if (fs::exists(schema, ec)) {
-    Result<SqlFile> file = ReadSqlFile(schema.string(), "schema.sql");
+  pipeline.engine = EngineOf(pipeline.config.database);
+  std::vector<ChosenFile> schema_files, step_files, check_files;
+  SLUICE_RETURN_IF_ERROR(ChooseFiles(dir, "", "schema", pipeline.engine, &schema_files, &pipeline.per_engine));
+  for (const auto& chosen : schema_files) {
+    Result<SqlFile> file = ReadSqlFile(chosen.path.string(), chosen.display);
     if (!file.ok()) return file.status();
     allow_attach(&*file);
     pipeline.schema = std::move(*file);
   }
   fs::path steps = fs::path(dir) / "steps";
   if (fs::is_directory(steps, ec)) {
-    std::vector<fs::path> files;
-    for (const auto& entry : fs::directory_iterator(steps)) {
-      if (entry.is_regular_file() && entry.path().extension() == ".sql") files.push_back(entry.path());
-    }
-    std::sort(files.begin(), files.end());
-    for (const auto& file : files) {
-      Result<SqlFile> step = ReadSqlFile(file.string(), "steps/" + file.filename().string());
+    SLUICE_RETURN_IF_ERROR(ChooseFiles(steps, "steps/", "", pipeline.engine, &step_files, &pipeline.per_engine));
+    for (const auto& chosen : step_files) {
+      Result<SqlFile> step = ReadSqlFile(chosen.path.string(), chosen.display);
       if (!step.ok()) return step.status();
       allow_attach(&*step);
       pipeline.steps.push_back(std::move(*step));
@@ -358,13 +427,9 @@ Result<Pipeline> LoadPipeline(const std::string& dir, const ConfigOverrides& ove
   }
   fs::path checks = fs::path(dir) / "checks";
   if (fs::is_directory(checks, ec)) {
-    std::vector<fs::path> files;
-    for (const auto& entry : fs::directory_iterator(checks)) {
-      if (entry.is_regular_file() && entry.path().extension() == ".sql") files.push_back(entry.path());
-    }
-    std::sort(files.begin(), files.end());
-    for (const auto& file : files) {
-      Result<SqlFile> check = ReadSqlFile(file.string(), "checks/" + file.filename().string());
+    SLUICE_RETURN_IF_ERROR(ChooseFiles(checks, "checks/", "", pipeline.engine, &check_files, &pipeline.per_engine));
+    for (const auto& chosen : check_files) {
+      Result<SqlFile> check = ReadSqlFile(chosen.path.string(), chosen.display);
       if (!check.ok()) return check.status();
       CheckFile entry{std::move(*check), false};
       // "-- severity: warn" (or error) in the comment lines before the query.

@@ -1,6 +1,8 @@
 // Pipeline directory loading: pipeline.conf (INI, read with
 // Boost.Program_options), schema.sql, steps/*.sql in lexical order and
-// seeds/*.csv. Every mistake is reported before anything runs, naming the
+// seeds/*.csv. schema.sql, a step or a check may be written per engine:
+// NAME.sqlite.sql / NAME.postgres.sql replace NAME.sql on that engine (the
+// engine is PostgreSQL for a postgresql:// database, SQLite otherwise). Every mistake is reported before anything runs, naming the
 // file, the line and the key, and saying what is accepted.
 #pragma once
 
@@ -52,12 +54,31 @@ struct CheckFile {
   bool warn_only = false;  // "-- severity: warn": the batch commits; the count is recorded
 };
 
+// The engines a pipeline's files can be written for: "sqlite", "postgres".
+extern const char* const kEngines[2];
+
+// The engine of a database: "postgres" for a postgresql:// URL, else "sqlite".
+std::string EngineOf(const std::string& database);
+
+// A file written per engine (NAME.sqlite.sql, NAME.postgres.sql): the file
+// each engine runs, as displayed ("steps/30_upsert.sqlite.sql", or the
+// shared "steps/30_upsert.sql"); empty when that engine skips it.
+struct EngineChoice {
+  std::string name;  // "steps/30_upsert", "checks/10_positive", "schema"
+  std::string sqlite;
+  std::string postgres;
+};
+
 struct Pipeline {
   PipelineConfig config;
-  std::optional<SqlFile> schema;  // schema.sql, when present
-  std::vector<SqlFile> steps;     // steps/*.sql in lexical order
-  std::vector<CheckFile> checks;  // checks/*.sql in lexical order
+  std::string engine;             // EngineOf(config.database): whose files were chosen
+  std::optional<SqlFile> schema;  // schema.sql (or schema.ENGINE.sql), when present
+  std::vector<SqlFile> steps;     // steps/*.sql in lexical order of NAME.sql, chosen for `engine`
+  std::vector<CheckFile> checks;  // checks/*.sql in lexical order of NAME.sql, chosen for `engine`
   std::vector<SeedFile> seeds;    // seeds/*.csv
+  // Every schema, step and check that has a per-engine file, in order:
+  // what each engine runs (`sluice validate` shows it).
+  std::vector<EngineChoice> per_engine;
 };
 
 // Loads and checks the pipeline directory `dir`.

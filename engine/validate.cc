@@ -9,7 +9,15 @@
 
 namespace sluice {
 
-std::vector<std::string> ValidatePipeline(const std::string& dir, const ConfigOverrides& overrides) {
+std::string DescribeEngineChoice(const EngineChoice& choice) {
+  auto runs = [](const std::string& engine, const std::string& file) {
+    return file.empty() ? engine + " skips it" : engine + " runs " + file;
+  };
+  return choice.name + ": " + runs(kEngines[0], choice.sqlite) + ", " + runs(kEngines[1], choice.postgres);
+}
+
+std::vector<std::string> ValidatePipeline(const std::string& dir, const ConfigOverrides& overrides,
+                                          std::vector<std::string>* notes) {
   std::vector<std::string> problems;
   auto add_line = [&](const std::string& line) {
     if (std::find(problems.begin(), problems.end(), line) == problems.end()) problems.push_back(line);
@@ -39,6 +47,9 @@ std::vector<std::string> ValidatePipeline(const std::string& dir, const ConfigOv
       }
     }
     return problems;
+  }
+  if (notes != nullptr) {
+    for (const auto& choice : pipeline->per_engine) notes->push_back(DescribeEngineChoice(choice));
   }
   for (const auto& line : seed_problems) add_line(line);
   if (IsDatabaseUrl(pipeline->config.database)) {

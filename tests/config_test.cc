@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "engine/config.h"
+#include "engine/validate.h"
 #include "sql/sqlite/catalog.h"
 #include "sql/sqlite/database.h"
 #include "sql/sqlite/seeds.h"
@@ -595,6 +596,180 @@ TEST(LoadPipeline, SeedHeaderWithAQuoteBecomesThatColumnNameAndRunsNothing) {
             (std::vector<std::string>{"id", "a\"b", "x\" TEXT); DROP TABLE orders_curated; --"}));
   EXPECT_EQ(testing::QueryOne(path, "SELECT count(*) FROM sqlite_schema WHERE name = 'orders_curated'"), "1");
   EXPECT_EQ(testing::QueryOne(path, "SELECT \"a\"\"b\" FROM customers"), "2");
+}
+
+// ---------------------------------------------------------------------------
+// LoadPipeline: files written per engine
+
+// The displays of the steps LoadPipeline chose for `database`.
+std::vector<std::string> StepsFor(const std::string& dir, const std::string& database) {
+  ConfigOverrides overrides;
+  overrides.database = database;
+  Result<Pipeline> pipeline = LoadPipeline(dir, overrides);
+  EXPECT_TRUE(pipeline.ok()) << pipeline.status().message();
+  std::vector<std::string> displays;
+  if (pipeline.ok()) {
+    for (const auto& step : pipeline->steps) displays.push_back(step.display);
+  }
+  return displays;
+}
+
+constexpr char kPostgresUrl[] = "postgresql://sluice@/orders?host=/tmp";
+
+TEST(LoadPipeline, PerEngineStepFilesReplaceTheSharedOneOnTheirEngine) {
+  TempDir dir;
+  PipelineFiles files;
+  files.conf = "[source]\ntopic = t\n";
+  files.steps = {{"10_stage.sql", "SELECT 10;"},
+                 {"30_upsert.sql", "SELECT 'shared';"},
+                 {"30_upsert.sqlite.sql", "SELECT 'sqlite';"},
+                 {"30_upsert.postgres.sql", "SELECT 'postgres';"},
+                 {"40_vacuum.postgres.sql", "SELECT 'postgres only';"},
+                 {"50_pragma.sqlite.sql", "SELECT 'sqlite only';"},
+                 {"60_merge.sqlite.sql", "SELECT 'sqlite';"},
+                 {"60_merge.postgres.sql", "SELECT 'postgres';"}};
+  WritePipeline(dir.path(), files);
+
+  EXPECT_EQ(StepsFor(dir.path(), dir / "x.db"),
+            (std::vector<std::string>{"steps/10_stage.sql", "steps/30_upsert.sqlite.sql", "steps/50_pragma.sqlite.sql",
+                                      "steps/60_merge.sqlite.sql"}));
+  EXPECT_EQ(StepsFor(dir.path(), kPostgresUrl),
+            (std::vector<std::string>{"steps/10_stage.sql", "steps/30_upsert.postgres.sql",
+                                      "steps/40_vacuum.postgres.sql", "steps/60_merge.postgres.sql"}));
+
+  Result<Pipeline> pipeline = LoadPipeline(dir.path());
+  ASSERT_TRUE(pipeline.ok()) << pipeline.status().message();
+  EXPECT_EQ(pipeline->engine, "sqlite");
+  EXPECT_EQ(pipeline->steps[1].text, "SELECT 'sqlite';");
+  EXPECT_EQ(pipeline->steps[1].path, dir / "steps/30_upsert.sqlite.sql");
+  std::vector<std::string> described;
+  for (const auto& choice : pipeline->per_engine) described.push_back(DescribeEngineChoice(choice));
+  EXPECT_EQ(described, (std::vector<std::string>{
+                           "steps/30_upsert: sqlite runs steps/30_upsert.sqlite.sql, postgres runs "
+                           "steps/30_upsert.postgres.sql",
+                           "steps/40_vacuum: sqlite skips it, postgres runs steps/40_vacuum.postgres.sql",
+                           "steps/50_pragma: sqlite runs steps/50_pragma.sqlite.sql, postgres skips it",
+                           "steps/60_merge: sqlite runs steps/60_merge.sqlite.sql, postgres runs "
+                           "steps/60_merge.postgres.sql"}));
+}
+
+TEST(LoadPipeline, PerEngineStepsKeepTheLexicalOrderOfTheirName) {
+  TempDir dir;
+  PipelineFiles files;
+  files.conf = "[source]\ntopic = t\n";
+  // By NAME.sql: "10_a.sql" < "10_a_b.sql" < "2_c.sql" < "3.sql", whatever the engine suffix.
+  files.steps = {{"2_c.postgres.sql", "SELECT 2;"},
+                 {"2_c.sqlite.sql", "SELECT 2;"},
+                 {"10_a_b.sql", "SELECT 'ab';"},
+                 {"10_a.sqlite.sql", "SELECT 'a';"},
+                 {"10_a.postgres.sql", "SELECT 'a';"},
+                 {"3.sql", "SELECT 3;"},
+                 {"10_v1.2.sql", "SELECT 'a dotted name, not an engine';"}};
+  WritePipeline(dir.path(), files);
+  EXPECT_EQ(StepsFor(dir.path(), dir / "x.db"),
+            (std::vector<std::string>{"steps/10_a.sqlite.sql", "steps/10_a_b.sql", "steps/10_v1.2.sql",
+                                      "steps/2_c.sqlite.sql", "steps/3.sql"}));
+  EXPECT_EQ(StepsFor(dir.path(), kPostgresUrl),
+            (std::vector<std::string>{"steps/10_a.postgres.sql", "steps/10_a_b.sql", "steps/10_v1.2.sql",
+                                      "steps/2_c.postgres.sql", "steps/3.sql"}));
+}
+
+TEST(LoadPipeline, AnUnknownEngineSuffixIsAnErrorNamingTheFileAndTheEngines) {
+  TempDir dir;
+  PipelineFiles files;
+  files.conf = "[source]\ntopic = t\n";
+  files.steps = {{"10_a.sql", "SELECT 1;"}, {"20_upsert.mysql.sql", "SELECT 1;"}, {"30_b.PostgreSQL.sql", "SELECT 1;"}};
+  WritePipeline(dir.path(), files);
+  Result<Pipeline> pipeline = LoadPipeline(dir.path());
+  ASSERT_FALSE(pipeline.ok());
+  EXPECT_EQ(pipeline.status().code(), Status::Code::kInvalidConfig);
+  EXPECT_EQ(pipeline.status().message(),
+            "steps/20_upsert.mysql.sql: 'mysql' is not an engine sluice knows (sqlite, postgres): a file for one "
+            "engine is named 20_upsert.sqlite.sql or 20_upsert.postgres.sql, and 20_upsert.sql runs on both\n"
+            "steps/30_b.PostgreSQL.sql: 'PostgreSQL' is not an engine sluice knows (sqlite, postgres): a file for "
+            "one engine is named 30_b.sqlite.sql or 30_b.postgres.sql, and 30_b.sql runs on both");
+
+  // The same in checks/ and for schema.sql.
+  TempDir other;
+  files.steps = {{"10_a.sql", "SELECT 1;"}};
+  WritePipeline(other.path(), files);
+  WriteFile(other / "schema.duckdb.sql", "SELECT 1;");
+  Result<Pipeline> bad_schema = LoadPipeline(other.path());
+  ASSERT_FALSE(bad_schema.ok());
+  EXPECT_EQ(bad_schema.status().message().rfind("schema.duckdb.sql: 'duckdb' is not an engine sluice knows", 0), 0u)
+      << bad_schema.status().message();
+  fs::remove(other / "schema.duckdb.sql");
+  fs::create_directories(other / "checks");
+  WriteFile(other / "checks/positive.oracle.sql", "SELECT 1 WHERE false;");
+  Result<Pipeline> bad_check = LoadPipeline(other.path());
+  ASSERT_FALSE(bad_check.ok());
+  EXPECT_EQ(bad_check.status().message().rfind("checks/positive.oracle.sql: 'oracle' is not an engine", 0), 0u)
+      << bad_check.status().message();
+}
+
+TEST(LoadPipeline, SchemaAndChecksArePerEngineToo) {
+  TempDir dir;
+  PipelineFiles files;
+  files.conf = "[source]\ntopic = t\n";
+  files.schema = "CREATE TABLE IF NOT EXISTS shared(a);\n";
+  WritePipeline(dir.path(), files);
+  WriteFile(dir / "schema.postgres.sql", "create table if not exists pg(a bigint);\n");
+  WriteFile(dir / "schema.sql.bak", "ignored");
+  fs::create_directories(dir / "checks");
+  WriteFile(dir / "checks/10_positive.sql", "-- severity: warn\nSELECT 1 WHERE false;");
+  WriteFile(dir / "checks/10_positive.postgres.sql", "SELECT 1 WHERE false;");
+  WriteFile(dir / "checks/20_fresh.sqlite.sql", "SELECT 1 WHERE false;");
+
+  Result<Pipeline> on_sqlite = LoadPipeline(dir.path());
+  ASSERT_TRUE(on_sqlite.ok()) << on_sqlite.status().message();
+  ASSERT_TRUE(on_sqlite->schema.has_value());
+  EXPECT_EQ(on_sqlite->schema->display, "schema.sql");
+  ASSERT_EQ(on_sqlite->checks.size(), 2u);
+  EXPECT_EQ(on_sqlite->checks[0].file.display, "checks/10_positive.sql");
+  EXPECT_TRUE(on_sqlite->checks[0].warn_only);
+  EXPECT_EQ(on_sqlite->checks[1].file.display, "checks/20_fresh.sqlite.sql");
+
+  ConfigOverrides overrides;
+  overrides.database = kPostgresUrl;
+  Result<Pipeline> on_postgres = LoadPipeline(dir.path(), overrides);
+  ASSERT_TRUE(on_postgres.ok()) << on_postgres.status().message();
+  EXPECT_EQ(on_postgres->engine, "postgres");
+  ASSERT_TRUE(on_postgres->schema.has_value());
+  EXPECT_EQ(on_postgres->schema->display, "schema.postgres.sql");
+  EXPECT_EQ(on_postgres->schema->text, "create table if not exists pg(a bigint);\n");
+  ASSERT_EQ(on_postgres->checks.size(), 1u);
+  EXPECT_EQ(on_postgres->checks[0].file.display, "checks/10_positive.postgres.sql");
+  EXPECT_FALSE(on_postgres->checks[0].warn_only);
+
+  std::vector<std::string> described;
+  for (const auto& choice : on_postgres->per_engine) described.push_back(DescribeEngineChoice(choice));
+  EXPECT_EQ(described, (std::vector<std::string>{
+                           "schema: sqlite runs schema.sql, postgres runs schema.postgres.sql",
+                           "checks/10_positive: sqlite runs checks/10_positive.sql, postgres runs "
+                           "checks/10_positive.postgres.sql",
+                           "checks/20_fresh: sqlite runs checks/20_fresh.sqlite.sql, postgres skips it"}));
+}
+
+TEST(Validate, SaysWhichFileEachEngineRunsAndChecksTheSqliteOnes) {
+  TempDir dir;
+  PipelineFiles files;
+  files.conf = "[source]\ntopic = t\n[columns]\nid = TEXT\n";
+  files.steps = {{"10_copy.sql", "CREATE TABLE IF NOT EXISTS ids(id TEXT);\nINSERT INTO ids SELECT id FROM batch;"},
+                 {"20_upsert.sqlite.sql", "INSERT OR REPLACE INTO ids SELECT id FROM batch;"},
+                 // Not valid SQLite: never run on SQLite, so not checked here.
+                 {"20_upsert.postgres.sql", "insert into ids select id from batch on conflict do nothing returning *;;; ("}};
+  WritePipeline(dir.path(), files);
+  std::vector<std::string> notes;
+  std::vector<std::string> problems = ValidatePipeline(dir.path(), {}, &notes);
+  EXPECT_TRUE(problems.empty()) << problems.front();
+  EXPECT_EQ(notes, (std::vector<std::string>{"steps/20_upsert: sqlite runs steps/20_upsert.sqlite.sql, postgres runs "
+                                             "steps/20_upsert.postgres.sql"}));
+
+  // A broken SQLite file is reported by its own name.
+  WriteFile(dir / "steps/20_upsert.sqlite.sql", "INSERT INTO nowhere SELECT id FROM batch;");
+  problems = ValidatePipeline(dir.path());
+  ASSERT_EQ(problems.size(), 1u);
+  EXPECT_EQ(problems[0].rfind("steps/20_upsert.sqlite.sql:1", 0), 0u) << problems[0];
 }
 
 TEST(Config, ATopicNamedTwiceAndAnEmptyDatabaseAreRefused) {

@@ -49,13 +49,16 @@ int CommandValidate(const std::vector<std::string>& args) {
                  "Checks pipeline.conf (every key), the seeds' CSV files, schema.sql and every step, by running them\n"
                  "over an empty batch in a scratch in-memory database with the batch's shape and the seeds' tables.\n"
                  "Touches neither Kafka nor the target database. Prints every problem with its file and line and\n"
-                 "exits non-zero if there is any. `sluice run` runs the same checks first.\n\n"
+                 "exits non-zero if there is any. `sluice run` runs the same checks first. For each file written per\n"
+                 "engine (NAME.sqlite.sql, NAME.postgres.sql) it says which file each engine runs.\n\n"
               << options;
     return vm.count("help") ? kExitOk : kExitUsage;
   }
   SetupLogging(-1);
   std::string dir = vm["dir"].as<std::string>();
-  std::vector<std::string> problems = ValidatePipeline(dir);
+  std::vector<std::string> notes;
+  std::vector<std::string> problems = ValidatePipeline(dir, {}, &notes);
+  for (const auto& note : notes) std::cout << note << "\n";
   for (const auto& problem : problems) std::cout << problem << "\n";
   if (!problems.empty()) {
     std::cout << problems.size() << " problem" << (problems.size() == 1 ? "" : "s") << " in " << dir << "\n";

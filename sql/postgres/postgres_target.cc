@@ -669,6 +669,289 @@ std::string HostName() {
   return host;
 }
 
+// --- sluice's SQL functions --------------------------------------------------------
+
+// The version of the functions below: Prepare() replaces them when the schema
+// `sluice_functions` carries another.
+constexpr char kFunctionsVersion[] = "sluice SQL functions, version 1";
+
+// The helpers, then the functions steps call: date_trunc, date_diff,
+// epoch_ms, to_timestamp (sql/sqlite/functions.cc on SQLite) and
+// json_extract (built into SQLite), in schema `sluice_functions`. Not
+// `sluice`: PostgreSQL's default search_path starts with "$user", so for a
+// role named sluice a schema `sluice` would become the schema new tables go
+// to, and the catalog would be created afresh, empty, beside the real one
+// (the second run then read everything again). Calendar arithmetic
+// is Hinnant's days_from_civil / civil_from_days, as on SQLite, so years
+// 0000 to 9999 work (PostgreSQL's own dates have no year 0). Every
+// timestamp argument is overloaded for text, bigint, integer, numeric and
+// double precision: an exact match for each type keeps PostgreSQL's
+// pg_catalog.to_timestamp(double precision) and date_trunc(text, timestamp)
+// from being chosen for a literal.
+std::string FunctionsSql() {
+  std::string sql = R"sql(
+CREATE SCHEMA IF NOT EXISTS sluice_functions;
+CREATE OR REPLACE FUNCTION sluice_functions._fdiv(a bigint, b bigint) RETURNS bigint LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+AS $f$ SELECT a / b - CASE WHEN a % b <> 0 AND (a < 0) <> (b < 0) THEN 1 ELSE 0 END $f$;
+CREATE OR REPLACE FUNCTION sluice_functions._fmod(a bigint, b bigint) RETURNS bigint LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+AS $f$ SELECT a - sluice_functions._fdiv(a, b) * b $f$;
+CREATE OR REPLACE FUNCTION sluice_functions._show(t text) RETURNS text LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $f$
+DECLARE n integer := 57;
+BEGIN
+  IF octet_length(t) <= 60 THEN RETURN '''' || t || ''''; END IF;
+  WHILE octet_length(left(t, n)) > 57 LOOP n := n - 1; END LOOP;
+  RETURN '''' || left(t, n) || '...''';
+END $f$;
+CREATE OR REPLACE FUNCTION sluice_functions._unit(fn text, unit text) RETURNS text LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $f$
+DECLARE u text := lower(unit);
+BEGIN
+  IF length(u) > 1 AND right(u, 1) = 's' THEN u := left(u, -1); END IF;
+  IF u IN ('millisecond', 'second', 'minute', 'hour', 'day', 'week', 'month', 'quarter', 'year') THEN RETURN u; END IF;
+  RAISE EXCEPTION '%', fn || ': ' || sluice_functions._show(unit) ||
+    ' is not a unit (use millisecond, second, minute, hour, day, week, month, quarter, year)' USING ERRCODE = '22023';
+END $f$;
+CREATE OR REPLACE FUNCTION sluice_functions._days_from_civil(y bigint, m bigint, d bigint) RETURNS bigint
+LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $f$
+DECLARE era bigint; yoe bigint; doy bigint; doe bigint;
+BEGIN
+  IF m <= 2 THEN y := y - 1; END IF;
+  era := sluice_functions._fdiv(y, 400);
+  yoe := y - era * 400;
+  doy := (153 * (CASE WHEN m > 2 THEN m - 3 ELSE m + 9 END) + 2) / 5 + d - 1;
+  doe := yoe * 365 + yoe / 4 - yoe / 100 + doy;
+  RETURN era * 146097 + doe - 719468;
+END $f$;
+CREATE OR REPLACE FUNCTION sluice_functions._civil_from_days(z bigint, OUT cy bigint, OUT cm bigint, OUT cd bigint)
+LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $f$
+DECLARE era bigint; doe bigint; yoe bigint; doy bigint; mp bigint;
+BEGIN
+  z := z + 719468;
+  era := sluice_functions._fdiv(z, 146097);
+  doe := z - era * 146097;
+  yoe := (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+  doy := doe - (365 * yoe + yoe / 4 - yoe / 100);
+  mp := (5 * doy + 2) / 153;
+  cd := doy - (153 * mp + 2) / 5 + 1;
+  cm := CASE WHEN mp < 10 THEN mp + 3 ELSE mp - 9 END;
+  cy := yoe + era * 400 + CASE WHEN cm <= 2 THEN 1 ELSE 0 END;
+END $f$;
+CREATE OR REPLACE FUNCTION sluice_functions._parse(fn text, t text) RETURNS bigint LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $f$
+DECLARE
+  p text[];
+  y bigint; mo bigint; d bigint; h bigint := 0; mi bigint := 0; s bigint := 0; ms bigint := 0; off bigint := 0;
+  dim bigint; result bigint;
+  bad text := fn || ': ' || sluice_functions._show(t) || ' is not a valid timestamp: ';
+BEGIN
+  p := regexp_match(t, '^([0-9]{4})-([0-9]{2})-([0-9]{2})(?:[Tt ]([0-9]{2}):([0-9]{2})(?::([0-9]{2})(?:[.]([0-9]+))?)?(?:[Zz]|(([+-])([0-9]{2})(?::?([0-9]{2}))?))?)?$');
+  IF p IS NULL THEN
+    IF t ~ '^-?[0-9]+$' AND length(t) > 4 THEN
+      RAISE EXCEPTION '%', fn || ': ' || sluice_functions._show(t) ||
+        ' is not an ISO-8601 timestamp (epoch milliseconds must be a number, not text: use CAST(... AS bigint))'
+        USING ERRCODE = '22007';
+    END IF;
+    RAISE EXCEPTION '%', fn || ': ' || sluice_functions._show(t) || ' is not an ISO-8601 timestamp (expected YYYY-MM-DD, '
+      'optionally followed by THH:MM[:SS[.fff]] and Z, +HH:MM or -HH:MM; for example 2026-11-21T08:34:19.706Z)'
+      USING ERRCODE = '22007';
+  END IF;
+  y := p[1]::bigint; mo := p[2]::bigint; d := p[3]::bigint;
+  IF p[4] IS NOT NULL THEN h := p[4]::bigint; mi := p[5]::bigint; END IF;
+  IF p[6] IS NOT NULL THEN s := p[6]::bigint; END IF;
+  IF p[7] IS NOT NULL THEN ms := rpad(left(p[7], 3), 3, '0')::bigint; END IF;
+  IF p[8] IS NOT NULL THEN
+    IF p[10]::bigint > 23 OR coalesce(p[11], '0')::bigint > 59 THEN
+      RAISE EXCEPTION '%', bad || 'UTC offset ' || p[8] || ' is not between -23:59 and +23:59' USING ERRCODE = '22008';
+    END IF;
+    off := (p[10]::bigint * 60 + coalesce(p[11], '0')::bigint) * CASE WHEN p[9] = '-' THEN -1 ELSE 1 END;
+  END IF;
+  IF mo < 1 OR mo > 12 THEN
+    RAISE EXCEPTION '%', bad || 'month ' || mo || ' does not exist' USING ERRCODE = '22008';
+  END IF;
+  dim := CASE WHEN mo = 2 THEN CASE WHEN y % 4 = 0 AND (y % 100 <> 0 OR y % 400 = 0) THEN 29 ELSE 28 END
+              WHEN mo IN (4, 6, 9, 11) THEN 30 ELSE 31 END;
+  IF d < 1 OR d > dim THEN
+    RAISE EXCEPTION '%', bad || p[1] || '-' || p[2] || ' has no day ' || d USING ERRCODE = '22008';
+  END IF;
+  IF h > 23 THEN RAISE EXCEPTION '%', bad || 'hour ' || h || ' does not exist (use 00 to 23)' USING ERRCODE = '22008'; END IF;
+  IF mi > 59 THEN
+    RAISE EXCEPTION '%', bad || 'minute ' || mi || ' does not exist (use 00 to 59)' USING ERRCODE = '22008';
+  END IF;
+  IF s > 59 THEN
+    RAISE EXCEPTION '%', bad || 'second ' || s || ' does not exist (leap seconds are not supported)' USING ERRCODE = '22008';
+  END IF;
+  result := sluice_functions._days_from_civil(y, mo, d) * 86400000 + h * 3600000 + mi * 60000 + s * 1000 + ms - off * 60000;
+  IF result < -62167219200000 OR result > 253402300799999 THEN
+    RAISE EXCEPTION '%', bad || 'in UTC it is outside years 0000 to 9999' USING ERRCODE = '22008';
+  END IF;
+  RETURN result;
+END $f$;
+CREATE OR REPLACE FUNCTION sluice_functions._range(fn text, v text) RETURNS void LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $f$
+BEGIN
+  RAISE EXCEPTION '%', fn || ': ' || v || ' ms is outside the supported range (years 0000 to 9999: -62167219200000 to '
+    '253402300799999)' USING ERRCODE = '22008';
+END $f$;
+CREATE OR REPLACE FUNCTION sluice_functions._ms(fn text, v text) RETURNS bigint LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+AS $f$ SELECT sluice_functions._parse(fn, v) $f$;
+CREATE OR REPLACE FUNCTION sluice_functions._ms(fn text, v integer) RETURNS bigint LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+AS $f$ SELECT v::bigint $f$;
+CREATE OR REPLACE FUNCTION sluice_functions._ms(fn text, v bigint) RETURNS bigint LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $f$
+BEGIN
+  IF v < -62167219200000 OR v > 253402300799999 THEN PERFORM sluice_functions._range(fn, v::text); END IF;
+  RETURN v;
+END $f$;
+CREATE OR REPLACE FUNCTION sluice_functions._ms(fn text, v numeric) RETURNS bigint LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $f$
+BEGIN
+  IF v = 'NaN'::numeric OR floor(v) <> v THEN
+    RAISE EXCEPTION '%', fn || ': ' || v || ' is not a whole number of epoch milliseconds' USING ERRCODE = '22008';
+  END IF;
+  IF v < -62167219200000 OR v > 253402300799999 THEN PERFORM sluice_functions._range(fn, v::text); END IF;
+  RETURN v::bigint;
+END $f$;
+CREATE OR REPLACE FUNCTION sluice_functions._ms(fn text, v double precision) RETURNS bigint
+LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $f$
+BEGIN
+  IF v = 'NaN'::double precision OR v IN ('Infinity', '-Infinity') OR floor(v) <> v THEN
+    RAISE EXCEPTION '%', fn || ': ' || v || ' is not a whole number of epoch milliseconds' USING ERRCODE = '22008';
+  END IF;
+  IF v < -62167219200000 OR v > 253402300799999 THEN PERFORM sluice_functions._range(fn, v::text); END IF;
+  RETURN v::bigint;
+END $f$;
+CREATE OR REPLACE FUNCTION sluice_functions._format(ms bigint, with_millis boolean) RETURNS text
+LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $f$
+DECLARE days bigint := sluice_functions._fdiv(ms, 86400000); msd bigint; c record;
+BEGIN
+  msd := ms - days * 86400000;
+  c := sluice_functions._civil_from_days(days);
+  RETURN lpad(c.cy::text, 4, '0') || '-' || lpad(c.cm::text, 2, '0') || '-' || lpad(c.cd::text, 2, '0') || 'T' ||
+         lpad((msd / 3600000)::text, 2, '0') || ':' || lpad((msd / 60000 % 60)::text, 2, '0') || ':' ||
+         lpad((msd / 1000 % 60)::text, 2, '0') ||
+         CASE WHEN with_millis THEN '.' || lpad((msd % 1000)::text, 3, '0') ELSE '' END || 'Z';
+END $f$;
+CREATE OR REPLACE FUNCTION sluice_functions._truncate(u text, ms bigint) RETURNS bigint LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $f$
+DECLARE days bigint := sluice_functions._fdiv(ms, 86400000); c record;
+BEGIN
+  CASE u
+    WHEN 'millisecond' THEN RETURN ms;
+    WHEN 'second' THEN RETURN sluice_functions._fdiv(ms, 1000) * 1000;
+    WHEN 'minute' THEN RETURN sluice_functions._fdiv(ms, 60000) * 60000;
+    WHEN 'hour' THEN RETURN sluice_functions._fdiv(ms, 3600000) * 3600000;
+    WHEN 'day' THEN RETURN days * 86400000;
+    WHEN 'week' THEN RETURN (days - sluice_functions._fmod(days + 3, 7)) * 86400000;  -- Monday; 1970-01-01 was a Thursday
+    ELSE NULL;
+  END CASE;
+  c := sluice_functions._civil_from_days(days);
+  CASE u
+    WHEN 'month' THEN RETURN sluice_functions._days_from_civil(c.cy, c.cm, 1) * 86400000;
+    WHEN 'quarter' THEN RETURN sluice_functions._days_from_civil(c.cy, (c.cm - 1) / 3 * 3 + 1, 1) * 86400000;
+    ELSE RETURN sluice_functions._days_from_civil(c.cy, 1, 1) * 86400000;
+  END CASE;
+END $f$;
+CREATE OR REPLACE FUNCTION sluice_functions._ordinal(u text, ms bigint) RETURNS bigint LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $f$
+DECLARE days bigint := sluice_functions._fdiv(ms, 86400000); c record;
+BEGIN
+  CASE u
+    WHEN 'millisecond' THEN RETURN ms;
+    WHEN 'second' THEN RETURN sluice_functions._fdiv(ms, 1000);
+    WHEN 'minute' THEN RETURN sluice_functions._fdiv(ms, 60000);
+    WHEN 'hour' THEN RETURN sluice_functions._fdiv(ms, 3600000);
+    WHEN 'day' THEN RETURN days;
+    WHEN 'week' THEN RETURN sluice_functions._fdiv(days + 3, 7);
+    ELSE NULL;
+  END CASE;
+  c := sluice_functions._civil_from_days(days);
+  CASE u
+    WHEN 'month' THEN RETURN c.cy * 12 + c.cm - 1;
+    WHEN 'quarter' THEN RETURN c.cy * 4 + (c.cm - 1) / 3;
+    ELSE RETURN c.cy;
+  END CASE;
+END $f$;
+CREATE OR REPLACE FUNCTION sluice_functions.json_extract(j text, path text) RETURNS text
+LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $f$
+DECLARE
+  keys text[] := ARRAY[]::text[];
+  pos integer := 2; n integer := length(path); c text; stop integer; v jsonb;
+  bad text := 'json_extract: bad JSON path: ' || sluice_functions._show(path);
+BEGIN
+  IF left(path, 1) <> '$' THEN RAISE EXCEPTION '%', bad USING ERRCODE = '22023'; END IF;
+  WHILE pos <= n LOOP
+    c := substr(path, pos, 1);
+    IF c = '.' THEN
+      pos := pos + 1;
+      IF substr(path, pos, 1) = '"' THEN
+        stop := strpos(substr(path, pos + 1), '"');
+        IF stop = 0 THEN RAISE EXCEPTION '%', bad USING ERRCODE = '22023'; END IF;
+        keys := keys || substr(path, pos + 1, stop - 1);
+        pos := pos + stop + 1;
+      ELSE
+        stop := pos;
+        WHILE stop <= n AND substr(path, stop, 1) NOT IN ('.', '[') LOOP stop := stop + 1; END LOOP;
+        IF stop = pos THEN RAISE EXCEPTION '%', bad USING ERRCODE = '22023'; END IF;
+        keys := keys || substr(path, pos, stop - pos);
+        pos := stop;
+      END IF;
+    ELSIF c = '[' THEN
+      stop := strpos(substr(path, pos), ']');
+      IF stop < 3 OR substr(path, pos + 1, stop - 2) !~ '^[0-9]+$' THEN RAISE EXCEPTION '%', bad USING ERRCODE = '22023'; END IF;
+      keys := keys || substr(path, pos + 1, stop - 2);
+      pos := pos + stop;
+    ELSE
+      RAISE EXCEPTION '%', bad USING ERRCODE = '22023';
+    END IF;
+  END LOOP;
+  v := j::jsonb #> keys;
+  RETURN CASE jsonb_typeof(v) WHEN 'string' THEN v #>> '{}' WHEN 'null' THEN NULL
+              WHEN 'boolean' THEN CASE WHEN v = 'true'::jsonb THEN '1' ELSE '0' END ELSE v::text END;
+END $f$;
+CREATE OR REPLACE FUNCTION sluice_functions.json_extract(j jsonb, path text) RETURNS text LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+AS $f$ SELECT sluice_functions.json_extract(j::text, path) $f$;
+CREATE OR REPLACE FUNCTION sluice_functions.json_extract(j json, path text) RETURNS text LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+AS $f$ SELECT sluice_functions.json_extract(j::text, path) $f$;
+)sql";
+  const char* const types[] = {"text", "bigint", "integer", "numeric", "double precision"};
+  auto show = [](const std::string& type, const char* arg) {
+    return type == "text" ? std::string("sluice_functions._show(") + arg + ")" : std::string(arg) + "::text";
+  };
+  for (const std::string type : types) {
+    // epoch_ms passes integers through unchanged, as on SQLite.
+    sql += "CREATE OR REPLACE FUNCTION sluice_functions.epoch_ms(ts " + type +
+           ") RETURNS bigint LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $f$ SELECT " +
+           (type == "bigint" || type == "integer" ? std::string("ts::bigint") : "sluice_functions._ms('epoch_ms', ts)") +
+           " $f$;\n";
+    sql += "CREATE OR REPLACE FUNCTION sluice_functions.to_timestamp(ts " + type +
+           ") RETURNS text LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $f$ SELECT "
+           "sluice_functions._format(sluice_functions._ms('to_timestamp', ts), true) $f$;\n";
+    // A bad unit is an error even when the timestamp is NULL: not STRICT.
+    sql += "CREATE OR REPLACE FUNCTION sluice_functions.date_trunc(unit text, ts " + type +
+           ") RETURNS text LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $f$\n"
+           "DECLARE u text; start bigint;\n"
+           "BEGIN\n"
+           "  IF unit IS NULL THEN RETURN NULL; END IF;\n"
+           "  u := sluice_functions._unit('date_trunc', unit);\n"
+           "  IF ts IS NULL THEN RETURN NULL; END IF;\n"
+           "  start := sluice_functions._truncate(u, sluice_functions._ms('date_trunc', ts));\n"
+           "  IF start < -62167219200000 THEN\n"
+           "    RAISE EXCEPTION '%', 'date_trunc: the week holding ' || " + show(type, "ts") +
+           " || ' starts before 0000-01-01 (supported years are 0000 to 9999)' USING ERRCODE = '22008';\n"
+           "  END IF;\n"
+           "  RETURN sluice_functions._format(start, u = 'millisecond');\n"
+           "END $f$;\n";
+    for (const std::string other : types) {
+      sql += "CREATE OR REPLACE FUNCTION sluice_functions.date_diff(unit text, a " + type + ", b " + other +
+             ") RETURNS bigint LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $f$\n"
+             "DECLARE u text; ma bigint; mb bigint;\n"
+             "BEGIN\n"
+             "  IF unit IS NULL THEN RETURN NULL; END IF;\n"
+             "  u := sluice_functions._unit('date_diff', unit);\n"
+             "  IF a IS NULL OR b IS NULL THEN RETURN NULL; END IF;\n"
+             "  ma := sluice_functions._ms('date_diff', a);\n"
+             "  mb := sluice_functions._ms('date_diff', b);\n"
+             "  RETURN sluice_functions._ordinal(u, mb) - sluice_functions._ordinal(u, ma);\n"
+             "END $f$;\n";
+    }
+  }
+  sql += std::string("COMMENT ON SCHEMA sluice_functions IS '") + kFunctionsVersion + "';\n";
+  return sql;
+}
+
 }  // namespace
 
 // --- Opening -------------------------------------------------------------------
@@ -778,6 +1061,13 @@ Status PostgresTarget::ConfigureSession() {
   // Unavailable, which `--every` retries.
   std::string settings = "SET lock_timeout = " + std::to_string(std::max(0, options_.busy_timeout_ms)) + ";";
   if (options_.access == TargetOptions::Access::kReadOnly) settings += " SET default_transaction_read_only = on;";
+  // sluice's SQL functions (schema sluice, see Prepare) after the schemas the
+  // URL or the role chose: an unqualified name finds the user's tables and
+  // functions first (and pg_catalog's, which PostgreSQL searches first).
+  settings +=
+      " SELECT set_config('search_path', CASE WHEN btrim(current_setting('search_path')) = '' THEN 'sluice_functions' "
+      "ELSE current_setting('search_path') || ', sluice_functions' END, false) "
+      "WHERE NOT string_to_array(replace(current_setting('search_path'), ' ', ''), ',') @> ARRAY['sluice_functions'];";
   return Exec(settings).WithContext("cannot set up the session on " + described_);
 }
 
@@ -1033,6 +1323,31 @@ Status PostgresTarget::Prepare(const std::optional<SqlFile>& schema, const std::
   SLUICE_RETURN_IF_ERROR(Exec("BEGIN"));
   in_batch_ = true;
   Status st = Install().WithContext("cannot create sluice's tables in " + described_);
+  // sluice's SQL functions (schema `sluice_functions`, on the session's search_path
+  // after the user's schemas), under Install()'s advisory lock so that
+  // workers starting together do not replace them concurrently. Replaced only
+  // when their version changed. A role that may not create the schema still
+  // runs the pipeline: its steps cannot use the functions.
+  if (st.ok()) {
+    Result<Rows> version =
+        Run("SELECT obj_description(oid, 'pg_namespace') FROM pg_namespace WHERE nspname = 'sluice_functions'");
+    if (!version.ok()) {
+      st = version.status();
+    } else if (version->empty() || version->IsNull(0, 0) || version->Text(0, 0) != kFunctionsVersion) {
+      st = Exec("SAVEPOINT sluice_functions");
+      if (st.ok()) {
+        Status created = Exec(FunctionsSql());
+        if (created.ok()) {
+          st = Exec("RELEASE SAVEPOINT sluice_functions");
+        } else {
+          spdlog::warn("cannot create sluice's SQL functions (schema sluice) in {}; steps cannot use date_trunc, "
+                       "date_diff, epoch_ms, to_timestamp or json_extract with their SQLite meaning: {}",
+                       described_, created.message());
+          st = Exec("ROLLBACK TO SAVEPOINT sluice_functions");
+        }
+      }
+    }
+  }
   if (st.ok() && schema) st = RunFile(*schema);
   if (st.ok()) st = CreateStaging().WithContext("cannot create the staging table");
   if (!st.ok()) {

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "pg_server.h"
+#include "sql/target.h"
 #include "test_support.h"
 
 namespace sluice::testing {
@@ -143,6 +144,384 @@ TEST_F(Postgres, ThePasswordNeverReachesTheOutput) {
   EXPECT_NE(RunSluice({"run", dir.path(), "--once"}, &output), 0) << output;
   EXPECT_FALSE(Contains(output, secret)) << output;
   EXPECT_TRUE(Contains(output, "nobody")) << output;  // the error still says who could not connect
+}
+
+
+// ---------------------------------------------------------------------------
+// sluice's SQL functions on PostgreSQL: the values tests/functions_test.cc
+// checks on SQLite, through a target's own session (sluice on its
+// search_path), unqualified as steps write them.
+
+class PostgresFunctions : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_NE(g_server, nullptr) << "PostgreSQL did not start: " << g_server_error;
+    static std::atomic<int> counter{0};
+    database_ = "f" + std::to_string(::getpid()) + "_" + std::to_string(++counter);
+    std::string error;
+    ASSERT_TRUE(g_server->CreateDatabase(database_, &error)) << error;
+    url = g_server->Url(database_);
+    TargetOptions options;
+    options.database = url;
+    options.pipeline = "functions";
+    Result<std::unique_ptr<Target>> opened = Target::Open(options);
+    ASSERT_TRUE(opened.ok()) << opened.status().message();
+    target_ = std::move(*opened);
+    Status prepared = target_->Prepare(std::nullopt, {}, std::chrono::milliseconds(0));
+    ASSERT_TRUE(prepared.ok()) << prepared.message();
+  }
+
+  // The single value of `select EXPRESSION` as text ("NULL" for NULL), or
+  // "error: <message>".
+  std::string Eval(const std::string& expression) {
+    Result<QueryResult> result = target_->Query("select " + expression);
+    if (!result.ok()) return "error: " + result.status().message();
+    if (result->rows.empty() || result->rows[0].empty()) return "NO ROW";
+    const Value& value = result->rows[0][0];
+    return value.type == Value::Type::kNull ? "NULL" : value.text;
+  }
+
+  std::string database_;
+  std::string url;
+  std::unique_ptr<Target> target_;
+};
+
+TEST_F(PostgresFunctions, DateTruncToEveryUnit) {
+  const std::string ts = "'2026-11-21T08:34:19.706Z'";  // a Saturday
+  EXPECT_EQ(Eval("date_trunc('millisecond', " + ts + ")"), "2026-11-21T08:34:19.706Z");
+  EXPECT_EQ(Eval("date_trunc('second', " + ts + ")"), "2026-11-21T08:34:19Z");
+  EXPECT_EQ(Eval("date_trunc('minute', " + ts + ")"), "2026-11-21T08:34:00Z");
+  EXPECT_EQ(Eval("date_trunc('hour', " + ts + ")"), "2026-11-21T08:00:00Z");
+  EXPECT_EQ(Eval("date_trunc('day', " + ts + ")"), "2026-11-21T00:00:00Z");
+  EXPECT_EQ(Eval("date_trunc('week', " + ts + ")"), "2026-11-16T00:00:00Z");
+  EXPECT_EQ(Eval("date_trunc('month', " + ts + ")"), "2026-11-01T00:00:00Z");
+  EXPECT_EQ(Eval("date_trunc('quarter', " + ts + ")"), "2026-10-01T00:00:00Z");
+  EXPECT_EQ(Eval("date_trunc('year', " + ts + ")"), "2026-01-01T00:00:00Z");
+}
+
+TEST_F(PostgresFunctions, UnitsArePluralOrSingularInAnyCase) {
+  EXPECT_EQ(Eval("date_trunc('HOURS', '2026-11-21T08:34:19Z')"), "2026-11-21T08:00:00Z");
+  EXPECT_EQ(Eval("date_trunc('Month', '2026-11-21T08:34:19Z')"), "2026-11-01T00:00:00Z");
+  EXPECT_EQ(Eval("date_diff('Weeks', '2026-11-16', '2026-11-30')"), "2");
+  EXPECT_EQ(Eval("date_diff('milliseconds', '2026-11-16', '2026-11-16T00:00:01Z')"), "1000");
+  EXPECT_EQ(Eval("date_diff('QUARTERS', '2026-01-01', '2027-01-01')"), "4");
+}
+
+TEST_F(PostgresFunctions, WeeksStartOnMonday) {
+  EXPECT_EQ(Eval("date_trunc('week', '2026-11-16T00:00:00Z')"), "2026-11-16T00:00:00Z");  // Monday itself
+  EXPECT_EQ(Eval("date_trunc('week', '2026-11-22T23:59:59.999Z')"), "2026-11-16T00:00:00Z");  // Sunday
+  EXPECT_EQ(Eval("date_trunc('week', '2026-11-23')"), "2026-11-23T00:00:00Z");
+  // Across a year boundary: Thursday 2026-01-01 is in the week of Monday 2025-12-29.
+  EXPECT_EQ(Eval("date_trunc('week', '2026-01-01')"), "2025-12-29T00:00:00Z");
+  // Sunday to the next Monday crosses one week boundary; Monday to Sunday none.
+  EXPECT_EQ(Eval("date_diff('week', '2026-11-22T23:59:59Z', '2026-11-23T00:00:00Z')"), "1");
+  EXPECT_EQ(Eval("date_diff('week', '2026-11-16', '2026-11-22T23:59:59.999Z')"), "0");
+  EXPECT_EQ(Eval("date_diff('week', '2025-12-31', '2026-01-01')"), "0");
+  EXPECT_EQ(Eval("date_diff('week', '2026-11-23', '2026-11-22')"), "-1");
+}
+
+TEST_F(PostgresFunctions, QuarterTruncationAndDiff) {
+  EXPECT_EQ(Eval("date_trunc('quarter', '2026-01-01')"), "2026-01-01T00:00:00Z");
+  EXPECT_EQ(Eval("date_trunc('quarter', '2026-03-31T23:59:59.999Z')"), "2026-01-01T00:00:00Z");
+  EXPECT_EQ(Eval("date_trunc('quarter', '2026-04-01')"), "2026-04-01T00:00:00Z");
+  EXPECT_EQ(Eval("date_trunc('quarter', '2026-08-15')"), "2026-07-01T00:00:00Z");
+  EXPECT_EQ(Eval("date_trunc('quarter', '2026-12-31T23:59:59Z')"), "2026-10-01T00:00:00Z");
+  EXPECT_EQ(Eval("date_diff('quarter', '2026-03-31', '2026-04-01')"), "1");
+  EXPECT_EQ(Eval("date_diff('quarter', '2026-01-01', '2026-03-31')"), "0");
+  EXPECT_EQ(Eval("date_diff('quarter', '2025-11-15', '2026-02-15')"), "1");
+}
+
+TEST_F(PostgresFunctions, MonthEndsCountCalendarBoundaries) {
+  EXPECT_EQ(Eval("date_diff('month', '2026-01-31', '2026-02-01')"), "1");
+  EXPECT_EQ(Eval("date_diff('month', '2026-01-01', '2026-01-31T23:59:59.999Z')"), "0");
+  EXPECT_EQ(Eval("date_diff('month', '2026-01-31', '2026-03-01')"), "2");
+  EXPECT_EQ(Eval("date_diff('month', '2026-03-31', '2026-02-28')"), "-1");
+  EXPECT_EQ(Eval("date_diff('month', '2025-12-31', '2027-01-01')"), "13");
+  EXPECT_EQ(Eval("date_trunc('month', '2026-04-30T23:59:59.999Z')"), "2026-04-01T00:00:00Z");
+  EXPECT_EQ(Eval("date_diff('day', '2026-01-31', '2026-02-01')"), "1");
+}
+
+TEST_F(PostgresFunctions, LeapYears) {
+  EXPECT_EQ(Eval("epoch_ms('2024-02-29')"), "1709164800000");
+  EXPECT_EQ(Eval("epoch_ms('2000-02-29')"), "951782400000");  // divisible by 400: leap
+  EXPECT_EQ(Eval("date_trunc('month', '2024-02-29T12:00:00Z')"), "2024-02-01T00:00:00Z");
+  EXPECT_EQ(Eval("date_diff('day', '2024-02-28', '2024-03-01')"), "2");
+  EXPECT_EQ(Eval("date_diff('day', '2000-02-28', '2000-03-01')"), "2");
+  EXPECT_EQ(Eval("date_diff('day', '2100-02-28', '2100-03-01')"), "1");  // divisible by 100: not leap
+  EXPECT_EQ(Eval("date_diff('day', '2023-02-28', '2023-03-01')"), "1");
+  EXPECT_EQ(Eval("date_diff('day', '2024-01-01', '2025-01-01')"), "366");
+  EXPECT_EQ(Eval("date_diff('day', '2100-01-01', '2101-01-01')"), "365");
+  EXPECT_EQ(Eval("date_diff('year', '2024-02-29', '2025-02-28')"), "1");
+  EXPECT_EQ(Eval("to_timestamp(epoch_ms('2024-02-29') + 86400000)"), "2024-03-01T00:00:00.000Z");
+  EXPECT_EQ(Eval("epoch_ms('2100-02-29')"), "error: epoch_ms: '2100-02-29' is not a valid timestamp: 2100-02 has no day 29");
+  EXPECT_EQ(Eval("epoch_ms('2023-02-29T00:00:00Z')"),
+            "error: epoch_ms: '2023-02-29T00:00:00Z' is not a valid timestamp: 2023-02 has no day 29");
+}
+
+TEST_F(PostgresFunctions, YearBoundaries) {
+  const std::string last = "'2025-12-31T23:59:59.999Z'";
+  const std::string first = "'2026-01-01T00:00:00Z'";
+  EXPECT_EQ(Eval("date_diff('millisecond', " + last + ", " + first + ")"), "1");
+  EXPECT_EQ(Eval("date_diff('second', " + last + ", " + first + ")"), "1");
+  EXPECT_EQ(Eval("date_diff('minute', " + last + ", " + first + ")"), "1");
+  EXPECT_EQ(Eval("date_diff('hour', " + last + ", " + first + ")"), "1");
+  EXPECT_EQ(Eval("date_diff('day', " + last + ", " + first + ")"), "1");
+  EXPECT_EQ(Eval("date_diff('month', " + last + ", " + first + ")"), "1");
+  EXPECT_EQ(Eval("date_diff('quarter', " + last + ", " + first + ")"), "1");
+  EXPECT_EQ(Eval("date_diff('year', " + last + ", " + first + ")"), "1");
+  EXPECT_EQ(Eval("date_diff('year', " + first + ", " + last + ")"), "-1");
+  EXPECT_EQ(Eval("date_diff('year', '2026-01-01', '2026-12-31T23:59:59.999Z')"), "0");
+  EXPECT_EQ(Eval("date_diff('year', '2026-01-01', '2024-12-31')"), "-2");
+  EXPECT_EQ(Eval("date_trunc('year', " + last + ")"), "2025-01-01T00:00:00Z");
+  EXPECT_EQ(Eval("to_timestamp(epoch_ms(" + last + ") + 1)"), "2026-01-01T00:00:00.000Z");
+}
+
+TEST_F(PostgresFunctions, DiffsCountBoundariesNotElapsedTime) {
+  EXPECT_EQ(Eval("date_diff('hour', '2026-01-01T00:59:59Z', '2026-01-01T01:00:00Z')"), "1");
+  EXPECT_EQ(Eval("date_diff('hour', '2026-01-01T01:00:00Z', '2026-01-01T01:59:59.999Z')"), "0");
+  EXPECT_EQ(Eval("date_diff('minute', '2026-01-01T00:00:59.999Z', '2026-01-01T00:01:00Z')"), "1");
+  EXPECT_EQ(Eval("date_diff('second', '2026-01-01T00:00:00.999Z', '2026-01-01T00:00:01.000Z')"), "1");
+  EXPECT_EQ(Eval("date_diff('day', '2026-01-01T23:59:00Z', '2026-01-02T00:01:00Z')"), "1");
+  EXPECT_EQ(Eval("date_diff('day', '2026-01-01T00:00:00Z', '2026-01-01T23:59:59Z')"), "0");
+  EXPECT_EQ(Eval("date_diff('hour', '2026-01-02', '2026-01-01')"), "-24");
+}
+
+TEST_F(PostgresFunctions, UtcOffsetsAreNormalisedToUtc) {
+  // 00:30 at +01:00 is 23:30 UTC the day before.
+  EXPECT_EQ(Eval("date_trunc('day', '2026-03-01T00:30:00+01:00')"), "2026-02-28T00:00:00Z");
+  EXPECT_EQ(Eval("date_trunc('month', '2026-03-01T00:30:00+01:00')"), "2026-02-01T00:00:00Z");
+  EXPECT_EQ(Eval("to_timestamp('2026-03-01T00:30:00+01:00')"), "2026-02-28T23:30:00.000Z");
+  EXPECT_EQ(Eval("epoch_ms('2026-03-01T00:30:00+01:00')"), "1772321400000");
+  EXPECT_EQ(Eval("to_timestamp('2025-12-31T20:00:00-05:00')"), "2026-01-01T01:00:00.000Z");
+  EXPECT_EQ(Eval("to_timestamp('2026-01-01T05:30:00+0530')"), "2026-01-01T00:00:00.000Z");
+  EXPECT_EQ(Eval("to_timestamp('2026-01-01T05:30:00+05:30')"), "2026-01-01T00:00:00.000Z");
+  EXPECT_EQ(Eval("to_timestamp('2026-01-01T09:00:00+09')"), "2026-01-01T00:00:00.000Z");
+  EXPECT_EQ(Eval("to_timestamp('2026-01-01T00:00:00-00:00')"), "2026-01-01T00:00:00.000Z");
+  // The same instant in two zones is zero apart.
+  EXPECT_EQ(Eval("date_diff('millisecond', '2026-06-01T12:00:00+02:00', '2026-06-01T10:00:00Z')"), "0");
+  // Day boundaries are UTC days, whatever the input's offset.
+  EXPECT_EQ(Eval("date_diff('day', '2026-06-01T23:00:00-02:00', '2026-06-02T00:30:00+00:00')"), "0");
+}
+
+TEST_F(PostgresFunctions, AcceptedTextForms) {
+  EXPECT_EQ(Eval("to_timestamp('2026-11-21')"), "2026-11-21T00:00:00.000Z");
+  EXPECT_EQ(Eval("to_timestamp('2026-11-21 08:34:19')"), "2026-11-21T08:34:19.000Z");  // space, no offset: UTC
+  EXPECT_EQ(Eval("to_timestamp('2026-11-21T08:34:19')"), "2026-11-21T08:34:19.000Z");
+  EXPECT_EQ(Eval("to_timestamp('2026-11-21t08:34:19z')"), "2026-11-21T08:34:19.000Z");
+  EXPECT_EQ(Eval("to_timestamp('2026-11-21T08:34')"), "2026-11-21T08:34:00.000Z");
+  EXPECT_EQ(Eval("to_timestamp('2026-11-21 08:34:19.706+00:00')"), "2026-11-21T08:34:19.706Z");
+  EXPECT_EQ(Eval("epoch_ms('2026-11-21T08:34:19.706Z')"), "1795250059706");
+  EXPECT_EQ(Eval("epoch_ms('1970-01-01')"), "0");
+}
+
+TEST_F(PostgresFunctions, FractionalSecondsOfAnyLengthAreTruncatedToMilliseconds) {
+  EXPECT_EQ(Eval("epoch_ms('1970-01-01T00:00:01.7Z')"), "1700");
+  EXPECT_EQ(Eval("epoch_ms('1970-01-01T00:00:01.70Z')"), "1700");
+  EXPECT_EQ(Eval("epoch_ms('1970-01-01T00:00:01.706Z')"), "1706");
+  EXPECT_EQ(Eval("epoch_ms('1970-01-01T00:00:01.7069Z')"), "1706");
+  EXPECT_EQ(Eval("epoch_ms('1970-01-01T00:00:01.123456789Z')"), "1123");
+  EXPECT_EQ(Eval("epoch_ms('1970-01-01T00:00:01.000999+00:00')"), "1000");
+  EXPECT_EQ(Eval("epoch_ms('1970-01-01T00:00:01.0')"), "1000");
+  EXPECT_EQ(Eval("to_timestamp('2026-11-21T08:34:19.5Z')"), "2026-11-21T08:34:19.500Z");
+  EXPECT_EQ(Eval("date_trunc('millisecond', '2026-11-21T08:34:19.123999Z')"), "2026-11-21T08:34:19.123Z");
+  EXPECT_EQ(Eval("date_trunc('second', '2026-11-21T08:34:19.999999Z')"), "2026-11-21T08:34:19Z");
+}
+
+TEST_F(PostgresFunctions, InstantsBefore1970) {
+  EXPECT_EQ(Eval("epoch_ms('1969-12-31T23:59:59.999Z')"), "-1");
+  EXPECT_EQ(Eval("to_timestamp(-1)"), "1969-12-31T23:59:59.999Z");
+  EXPECT_EQ(Eval("date_trunc('second', -1)"), "1969-12-31T23:59:59Z");
+  EXPECT_EQ(Eval("date_trunc('minute', -1)"), "1969-12-31T23:59:00Z");
+  EXPECT_EQ(Eval("date_trunc('day', -1)"), "1969-12-31T00:00:00Z");
+  EXPECT_EQ(Eval("date_trunc('month', -1)"), "1969-12-01T00:00:00Z");
+  EXPECT_EQ(Eval("date_trunc('week', 0)"), "1969-12-29T00:00:00Z");  // 1970-01-01 was a Thursday
+  EXPECT_EQ(Eval("date_diff('second', -1, 0)"), "1");
+  EXPECT_EQ(Eval("date_diff('day', -1, 0)"), "1");
+  EXPECT_EQ(Eval("date_diff('year', -1, 0)"), "1");
+  EXPECT_EQ(Eval("date_diff('second', -1001, -1000)"), "1");
+  EXPECT_EQ(Eval("date_diff('second', -1999, -1000)"), "1");
+  EXPECT_EQ(Eval("date_diff('second', -2000, -1001)"), "0");
+  EXPECT_EQ(Eval("epoch_ms('1969-07-20T20:17:40Z')"), "-14182940000");
+  EXPECT_EQ(Eval("date_trunc('week', '1969-07-20T20:17:40Z')"), "1969-07-14T00:00:00Z");  // a Sunday
+  EXPECT_EQ(Eval("epoch_ms('1900-01-01')"), "-2208988800000");
+  EXPECT_EQ(Eval("to_timestamp(-2208988800000)"), "1900-01-01T00:00:00.000Z");
+  EXPECT_EQ(Eval("to_timestamp(-309188369544)"), "1960-03-15T10:20:30.456Z");
+  EXPECT_EQ(Eval("date_trunc('quarter', -309188369544)"), "1960-01-01T00:00:00Z");
+  EXPECT_EQ(Eval("date_diff('day', '1900-01-01', '2000-01-01')"), "36524");
+  EXPECT_EQ(Eval("epoch_ms('0001-01-01')"), "-62135596800000");
+}
+
+TEST_F(PostgresFunctions, IntegerMillisecondInputs) {
+  EXPECT_EQ(Eval("epoch_ms(1795250059706)"), "1795250059706");
+  EXPECT_EQ(Eval("epoch_ms(-5)"), "-5");
+  EXPECT_EQ(Eval("to_timestamp(0)"), "1970-01-01T00:00:00.000Z");
+  EXPECT_EQ(Eval("to_timestamp(1795250059706)"), "2026-11-21T08:34:19.706Z");
+  EXPECT_EQ(Eval("date_trunc('hour', 1795250059706)"), "2026-11-21T08:00:00Z");
+  EXPECT_EQ(Eval("date_diff('day', 0, '1970-01-02')"), "1");  // integer and text mix
+  EXPECT_EQ(Eval("date_diff('millisecond', 1000, 250)"), "-750");
+  // A REAL holding a whole number counts as milliseconds (JSON numbers can arrive as REAL).
+  EXPECT_EQ(Eval("to_timestamp(1795250059706.0)"), "2026-11-21T08:34:19.706Z");
+  EXPECT_EQ(Eval("epoch_ms(1795250059706.0)"), "1795250059706");
+  EXPECT_EQ(Eval("to_timestamp(epoch_ms('2026-11-21T08:34:19.706Z'))"), "2026-11-21T08:34:19.706Z");
+}
+
+TEST_F(PostgresFunctions, NullInNullOut) {
+  EXPECT_EQ(Eval("date_trunc('day', NULL)"), "NULL");
+  EXPECT_EQ(Eval("date_trunc(NULL, '2026-01-01')"), "NULL");
+  EXPECT_EQ(Eval("date_diff('day', NULL, '2026-01-01')"), "NULL");
+  EXPECT_EQ(Eval("date_diff('day', '2026-01-01', NULL)"), "NULL");
+  EXPECT_EQ(Eval("date_diff(NULL, '2026-01-01', '2026-01-02')"), "NULL");
+  EXPECT_EQ(Eval("epoch_ms(NULL)"), "NULL");
+  EXPECT_EQ(Eval("to_timestamp(NULL)"), "NULL");
+}
+
+TEST_F(PostgresFunctions, ResultTypesAreTextAndBigint) {
+  EXPECT_EQ(Eval("pg_typeof(date_trunc('day', '2026-11-21T08:34:19.706Z'))"), "text");
+  EXPECT_EQ(Eval("pg_typeof(date_diff('day', '2026-01-01', '2026-01-02'))"), "bigint");
+  EXPECT_EQ(Eval("pg_typeof(epoch_ms('2026-01-01'))"), "bigint");
+  EXPECT_EQ(Eval("pg_typeof(epoch_ms(1795250059706.0))"), "bigint");
+  EXPECT_EQ(Eval("pg_typeof(to_timestamp(0))"), "text");
+  EXPECT_EQ(Eval("pg_typeof(to_timestamp(NULL::bigint))"), "text");
+}
+
+TEST_F(PostgresFunctions, UntypedLiteralsAndTypedValuesPickSluicesVersions) {
+  // PostgreSQL has date_trunc(text, timestamp[tz]) and to_timestamp(double
+  // precision); an untyped literal, an integer, a bigint, a numeric and text
+  // all choose sluice's overloads.
+  EXPECT_EQ(Eval("date_trunc('hour', '2026-01-01T05:30:00Z')"), "2026-01-01T05:00:00Z");
+  EXPECT_EQ(Eval("date_trunc('hour', '2026-01-01T05:30:00Z'::text)"), "2026-01-01T05:00:00Z");
+  EXPECT_EQ(Eval("date_trunc('hour', 1795250059706::bigint)"), "2026-11-21T08:00:00Z");
+  EXPECT_EQ(Eval("date_trunc('hour', 1795250059706.0)"), "2026-11-21T08:00:00Z");
+  EXPECT_EQ(Eval("date_trunc('day', 86400000.0::double precision)"), "1970-01-02T00:00:00Z");
+  EXPECT_EQ(Eval("to_timestamp(0)"), "1970-01-01T00:00:00.000Z");
+  EXPECT_EQ(Eval("to_timestamp('2026-01-01')"), "2026-01-01T00:00:00.000Z");
+  EXPECT_EQ(Eval("date_diff('day', 0, '1970-01-02')"), "1");
+  EXPECT_EQ(Eval("date_diff('day', '1970-01-01'::text, 86400000::bigint)"), "1");
+  // A double precision value reaches PostgreSQL's own to_timestamp (seconds,
+  // a timestamptz); sluice.to_timestamp says which one is meant.
+  EXPECT_EQ(Eval("pg_typeof(to_timestamp(1.5::double precision))"), "timestamp with time zone");
+  EXPECT_EQ(Eval("sluice_functions.to_timestamp(1795250059706::double precision)"), "2026-11-21T08:34:19.706Z");
+  // PostgreSQL's own versions remain for its own types.
+  EXPECT_EQ(Eval("pg_typeof(date_trunc('hour', timestamp '2026-01-01 05:30'))"), "timestamp without time zone");
+}
+
+TEST_F(PostgresFunctions, RangeAndErrorsNameTheFunctionAndTheValue) {
+  EXPECT_EQ(Eval("to_timestamp(253402300799999)"), "9999-12-31T23:59:59.999Z");
+  EXPECT_EQ(Eval("to_timestamp(-62167219200000)"), "0000-01-01T00:00:00.000Z");
+  EXPECT_EQ(Eval("epoch_ms('9999-12-31T23:59:59.999Z')"), "253402300799999");
+  EXPECT_EQ(Eval("to_timestamp(253402300800000)"),
+            "error: to_timestamp: 253402300800000 ms is outside the supported range (years 0000 to 9999: "
+            "-62167219200000 to 253402300799999)");
+  EXPECT_EQ(Eval("epoch_ms('9999-12-31T23:00:00-01:00')"),
+            "error: epoch_ms: '9999-12-31T23:00:00-01:00' is not a valid timestamp: in UTC it is outside years 0000 "
+            "to 9999");
+  EXPECT_EQ(Eval("date_trunc('week', '0000-01-01')"),
+            "error: date_trunc: the week holding '0000-01-01' starts before 0000-01-01 (supported years are 0000 "
+            "to 9999)");
+  EXPECT_EQ(Eval("date_trunc('week', -62167219200000)"),
+            "error: date_trunc: the week holding -62167219200000 starts before 0000-01-01 (supported years are 0000 "
+            "to 9999)");
+  EXPECT_EQ(Eval("date_trunc('week', '0000-01-03')"), "0000-01-03T00:00:00Z");
+  EXPECT_EQ(Eval("date_diff('week', '0000-01-01', '0000-01-03')"), "1");
+  EXPECT_EQ(Eval("date_diff('year', '0000-01-01', '9999-12-31')"), "9999");
+  EXPECT_EQ(Eval("epoch_ms(9223372036854775807)"), "9223372036854775807");
+
+  EXPECT_EQ(Eval("date_trunc('fortnight', '2026-01-01')"),
+            "error: date_trunc: 'fortnight' is not a unit (use millisecond, second, minute, hour, day, week, month, "
+            "quarter, year)");
+  EXPECT_EQ(Eval("date_diff('decade', '2026-01-01', '2036-01-01')"),
+            "error: date_diff: 'decade' is not a unit (use millisecond, second, minute, hour, day, week, month, "
+            "quarter, year)");
+  EXPECT_EQ(Eval("date_trunc('hr', NULL::text)"),
+            "error: date_trunc: 'hr' is not a unit (use millisecond, second, minute, hour, day, week, month, "
+            "quarter, year)");
+  EXPECT_EQ(Eval("epoch_ms('yesterday')"),
+            "error: epoch_ms: 'yesterday' is not an ISO-8601 timestamp (expected YYYY-MM-DD, optionally followed by "
+            "THH:MM[:SS[.fff]] and Z, +HH:MM or -HH:MM; for example 2026-11-21T08:34:19.706Z)");
+  EXPECT_EQ(Eval("to_timestamp('1795250059706')"),
+            "error: to_timestamp: '1795250059706' is not an ISO-8601 timestamp (epoch milliseconds must be a number, "
+            "not text: use CAST(... AS bigint))");
+  EXPECT_EQ(Eval("date_diff('day', '2026-01-01', '2026-13-01')"),
+            "error: date_diff: '2026-13-01' is not a valid timestamp: month 13 does not exist");
+  EXPECT_EQ(Eval("epoch_ms('2026-04-31')"), "error: epoch_ms: '2026-04-31' is not a valid timestamp: 2026-04 has no day 31");
+  EXPECT_EQ(Eval("epoch_ms('2026-01-01T24:00:00Z')"),
+            "error: epoch_ms: '2026-01-01T24:00:00Z' is not a valid timestamp: hour 24 does not exist (use 00 to 23)");
+  EXPECT_EQ(Eval("epoch_ms('2026-01-01T10:60:00Z')"),
+            "error: epoch_ms: '2026-01-01T10:60:00Z' is not a valid timestamp: minute 60 does not exist (use 00 to 59)");
+  EXPECT_EQ(Eval("epoch_ms('2016-12-31T23:59:60Z')"),
+            "error: epoch_ms: '2016-12-31T23:59:60Z' is not a valid timestamp: second 60 does not exist (leap seconds "
+            "are not supported)");
+  EXPECT_EQ(Eval("epoch_ms('2026-01-01T10:00:00+24:00')"),
+            "error: epoch_ms: '2026-01-01T10:00:00+24:00' is not a valid timestamp: UTC offset +24:00 is not between "
+            "-23:59 and +23:59");
+  EXPECT_EQ(Eval("to_timestamp(1.5)"), "error: to_timestamp: 1.5 is not a whole number of epoch milliseconds");
+  for (const char* bad : {"2026-1-01", "2026-01-01T", "2026-01-01T10", "2026-01-01T10:00:00.", "2026-01-01T10:00:00Zjunk",
+                          "2026-01-01T10:00:00+1", "2026-01-01T10:00:00 +01:00", " 2026-01-01", "2026-01-01Z", "",
+                          "26-01-01"}) {
+    EXPECT_NE(Eval("epoch_ms('" + std::string(bad) + "')").find("is not an ISO-8601 timestamp"), std::string::npos)
+        << bad;
+  }
+  std::string shortened = "error: epoch_ms: '" + std::string(57, 'x') + "...' is not an ISO-8601 timestamp";
+  EXPECT_EQ(Eval("epoch_ms('" + std::string(100, 'x') + "')").substr(0, shortened.size()), shortened);
+}
+
+TEST_F(PostgresFunctions, JsonExtractTakesSimplePaths) {
+  const std::string doc = "'{\"a\": {\"b\": \"text\", \"n\": 2.5, \"i\": 42, \"t\": true, \"f\": false, \"z\": null}, "
+                          "\"list\": [10, \"x\", {\"k\": \"v\"}], \"odd key\": 1}'";
+  EXPECT_EQ(Eval("json_extract(" + doc + ", '$.a.b')"), "text");
+  EXPECT_EQ(Eval("json_extract(" + doc + ", '$.a.n')"), "2.5");
+  EXPECT_EQ(Eval("json_extract(" + doc + ", '$.a.i')"), "42");
+  EXPECT_EQ(Eval("json_extract(" + doc + ", '$.a.t')"), "1");
+  EXPECT_EQ(Eval("json_extract(" + doc + ", '$.a.f')"), "0");
+  EXPECT_EQ(Eval("json_extract(" + doc + ", '$.a.z')"), "NULL");
+  EXPECT_EQ(Eval("json_extract(" + doc + ", '$.a.missing')"), "NULL");
+  EXPECT_EQ(Eval("json_extract(" + doc + ", '$.list[0]')"), "10");
+  EXPECT_EQ(Eval("json_extract(" + doc + ", '$.list[1]')"), "x");
+  EXPECT_EQ(Eval("json_extract(" + doc + ", '$.list[2].k')"), "v");
+  EXPECT_EQ(Eval("json_extract(" + doc + ", '$.list[9]')"), "NULL");
+  EXPECT_EQ(Eval("json_extract(" + doc + ", '$.\"odd key\"')"), "1");
+  EXPECT_EQ(Eval("json_extract(" + doc + ", '$.list[2]')"), "{\"k\": \"v\"}");
+  EXPECT_EQ(Eval("json_extract(NULL, '$.a')"), "NULL");
+  EXPECT_EQ(Eval("json_extract(" + doc + "::jsonb, '$.a.i')"), "42");
+  EXPECT_EQ(Eval("json_extract(" + doc + ", 'a.b')"), "error: json_extract: bad JSON path: 'a.b'");
+  EXPECT_EQ(Eval("json_extract(" + doc + ", '$.list[x]')"), "error: json_extract: bad JSON path: '$.list[x]'");
+  EXPECT_EQ(Eval("epoch_ms(json_extract('{\"ts\": \"2026-11-21T08:34:19.706Z\"}', '$.ts'))"), "1795250059706");
+}
+
+TEST_F(PostgresFunctions, QualifiedNamesWorkWithoutSluiceOnTheSearchPath) {
+  PgClient pg(url);
+  ASSERT_TRUE(pg.ok()) << pg.error();
+  EXPECT_EQ(pg.One("select sluice_functions.date_trunc('hour', '2026-11-21T08:34:19.706Z')"), "2026-11-21T08:00:00Z");
+  EXPECT_EQ(pg.One("select sluice_functions.epoch_ms('2026-11-21T08:34:19.706Z')"), "1795250059706");
+  EXPECT_EQ(pg.One("select sluice_functions.to_timestamp(1795250059706)"), "2026-11-21T08:34:19.706Z");
+  EXPECT_EQ(pg.One("select sluice_functions.date_diff('month', '2026-01-31', '2026-02-01')"), "1");
+  EXPECT_EQ(pg.One("select sluice_functions.json_extract('{\"a\":[1,2]}', '$.a[1]')"), "2");
+  EXPECT_EQ(pg.One("select obj_description('sluice_functions'::regnamespace, 'pg_namespace')"), "sluice SQL functions, version 1");
+  // Usable in an index and a generated column (they are IMMUTABLE).
+  ASSERT_TRUE(pg.Exec("create table events(ts text, day text generated always as (sluice_functions.date_trunc('day', ts)) stored);"
+                      "create index events_hour on events(sluice_functions.date_trunc('hour', ts));"
+                      "insert into events(ts) values ('2026-11-21T08:34:19.706Z'), ('2026-11-21T23:59:59+01:00')"))
+      << pg.error();
+  EXPECT_EQ(pg.One("select string_agg(day, ',') from events"), "2026-11-21T00:00:00Z,2026-11-21T00:00:00Z");
+
+  // A second Prepare (another worker, a restart) leaves them in place.
+  Status again = target_->Prepare(std::nullopt, {}, std::chrono::milliseconds(0));
+  ASSERT_TRUE(again.ok()) << again.message();
+  EXPECT_EQ(Eval("date_trunc('day', '2026-11-21T08:34:19Z')"), "2026-11-21T00:00:00Z");
+}
+
+TEST_F(Postgres, StepsUseSluicesFunctionsUnqualified) {
+  PipelineFiles files = Upserts();
+  files.schema += "create table if not exists hours (id text, hour text, ms bigint, again text);\n";
+  files.steps["30_hours.sql"] =
+      "insert into hours select id, date_trunc('hour', _kafka_timestamp), epoch_ms(to_timestamp(_kafka_timestamp)), "
+      "json_extract(_kafka_value, '$.id') from batch;\n";
+  WritePipeline(dir.path(), files);
+  ProduceValues(brokers, "events", IdAmountValues("a", 0, 3), 0);
+  std::string output;
+  ASSERT_EQ(RunSluice({"run", dir.path(), "--until-caught-up"}, &output), 0) << output;
+  PgClient pg(url);
+  EXPECT_EQ(pg.One("select count(*) from hours where hour like '____-__-__T__:00:00Z' and ms > 0 and again = id"), "3");
 }
 
 }  // namespace
