@@ -1196,6 +1196,23 @@ Status PostgresTarget::Install() {
   // Several workers may start at once: one installs, the others wait and
   // then find the tables.
   SLUICE_RETURN_IF_ERROR(Exec("SELECT pg_advisory_xact_lock(hashtextextended('sluice-install', 0))"));
+  // The catalog the search path reaches must be in the schema new tables go
+  // to: otherwise (a schema created later in front of it, such as one named
+  // after the role, which "$user" puts first) CREATE TABLE IF NOT EXISTS
+  // would make a second, empty catalog there, and the pipeline would read
+  // everything again.
+  Result<Rows> placed = Run(
+      "SELECT n.nspname, coalesce(current_schema(), '') FROM pg_class c JOIN pg_namespace n ON n.oid = "
+      "c.relnamespace WHERE c.oid = to_regclass('_sluice_offsets')");
+  if (!placed.ok()) return placed.status();
+  if (!placed->empty() && placed->Text(0, 0) != placed->Text(0, 1)) {
+    return Status::InvalidConfig(
+        "the pipeline's catalog (_sluice_offsets) is in schema " + QuoteIdentifier(placed->Text(0, 0)) +
+        ", but new tables would go to schema " + QuoteIdentifier(placed->Text(0, 1)) +
+        " (the first schema of the search path that exists): a schema was created in front of it. Put " +
+        QuoteIdentifier(placed->Text(0, 0)) + " first in the search path (options=-csearch_path=" +
+        placed->Text(0, 0) + " in the URL) or move sluice's tables; nothing was read");
+  }
   SLUICE_RETURN_IF_ERROR(Exec(R"sql(
 CREATE TABLE IF NOT EXISTS _sluice_offsets (
   pipeline text NOT NULL,

@@ -92,6 +92,23 @@ TEST_F(Postgres, RunsThePipelineAndStoresOffsetsInTheSameDatabase) {
   EXPECT_EQ(pg.One("select next_offset from _sluice_offsets where partition = 0"), "25");
 }
 
+// A schema created in front of the catalog (one named after the role, which
+// the default search path puts first) would take a second, empty catalog:
+// the run must refuse, not read everything again.
+TEST_F(Postgres, ASchemaInFrontOfTheCatalogIsRefusedNotReadAgain) {
+  WritePipeline(dir.path(), Upserts());
+  ProduceValues(brokers, "events", IdAmountValues("a", 0, 6), 0);
+  std::string output;
+  ASSERT_EQ(RunSluice({"run", dir.path(), "--until-caught-up"}, &output), 0) << output;
+  PgClient pg(url);
+  ASSERT_TRUE(pg.Exec("create schema sluice")) << pg.error();  // the role is sluice: "$user" now names it
+  ProduceValues(brokers, "events", IdAmountValues("a", 6, 2), 0);
+  EXPECT_NE(RunSluice({"run", dir.path(), "--until-caught-up"}, &output), 0) << output;
+  EXPECT_TRUE(Contains(output, "the pipeline's catalog (_sluice_offsets) is in schema \"public\"")) << output;
+  EXPECT_EQ(pg.One("select count(*) from seen"), "6");
+  EXPECT_EQ(pg.One("select count(*) from pg_tables where schemaname = 'sluice'"), "0");
+}
+
 TEST_F(Postgres, ABrokenStepNamesFileAndLineAndAdvancesNothing) {
   PipelineFiles files = Upserts();
   files.steps["20_upsert.sql"] = "insert into totals (id, amount)\nselect id, amount from batch\nwhere nonsense >;\n";
