@@ -313,4 +313,121 @@ Status CheckSeedNames(const std::vector<SeedFile>& seeds) {
   return Status::Ok();
 }
 
+// --- Column types -------------------------------------------------------------
+
+// [+-]?[0-9]+
+static bool LooksInteger(const std::string& text) {
+  size_t start = (!text.empty() && (text[0] == '+' || text[0] == '-')) ? 1 : 0;
+  if (start == text.size()) return false;
+  for (size_t i = start; i < text.size(); ++i) {
+    if (!std::isdigit(static_cast<unsigned char>(text[i]))) return false;
+  }
+  return true;
+}
+
+// A whole number that fits 64 bits.
+bool ParseSeedInteger(const std::string& text, int64_t* value) {
+  if (!LooksInteger(text)) return false;
+  char* end = nullptr;
+  errno = 0;
+  long long parsed = std::strtoll(text.c_str(), &end, 10);
+  if (*end != '\0' || errno != 0) return false;
+  *value = parsed;
+  return true;
+}
+
+// A finite decimal number (no spaces, hex, nan or inf).
+bool ParseSeedReal(const std::string& text, double* value) {
+  if (text.empty() || text.find_first_of(" \t\r\n\f\vnNiIxXpP") != std::string::npos) return false;
+  char* end = nullptr;
+  errno = 0;
+  double parsed = std::strtod(text.c_str(), &end);
+  if (*end != '\0' || errno != 0 || !std::isfinite(parsed)) return false;
+  *value = parsed;
+  return true;
+}
+
+// 007, -01, 00.5: a zero that a number would drop, so the cell is an
+// identifier or a code. 0, 0.5 and -0.25 are numbers.
+static bool HasLeadingZero(const std::string& text) {
+  size_t start = (!text.empty() && (text[0] == '+' || text[0] == '-')) ? 1 : 0;
+  return text.size() >= start + 2 && text[start] == '0' && std::isdigit(static_cast<unsigned char>(text[start + 1]));
+}
+
+const char* SeedTypeName(SeedType kind) {
+  switch (kind) {
+    case SeedType::kInteger:
+      return "INTEGER";
+    case SeedType::kReal:
+      return "REAL";
+    case SeedType::kText:
+      return "TEXT";
+  }
+  return "TEXT";
+}
+
+// What an undeclared, non-empty cell looks like.
+static SeedType Classify(const std::string& cell, bool quoted) {
+  if (quoted || HasLeadingZero(cell)) return SeedType::kText;
+  int64_t integer = 0;
+  double real = 0;
+  if (LooksInteger(cell)) return ParseSeedInteger(cell, &integer) ? SeedType::kInteger : SeedType::kText;
+  return ParseSeedReal(cell, &real) ? SeedType::kReal : SeedType::kText;
+}
+
+// Column names and types: `name:TYPE` header cells declare, the others are
+// inferred from their cells.
+Result<std::vector<SeedColumn>> PlanSeedColumns(const CsvTable& csv, const std::string& display) {
+  std::vector<std::string> errors;
+  std::vector<SeedColumn> columns(csv.header.size());
+  std::map<std::string, std::string> seen;  // lower-case name -> name as written
+  const std::string at = display + ":" + std::to_string(csv.header_line) + ": ";
+  for (size_t column_idx = 0; column_idx < csv.header.size(); ++column_idx) {
+    const std::string& cell = csv.header[column_idx];
+    SeedColumn& column = columns[column_idx];
+    column.name = cell;
+    size_t colon = cell.rfind(':');
+    if (colon != std::string::npos) {
+      std::string type = LowerAscii(cell.substr(colon + 1));
+      column.name = cell.substr(0, colon);
+      column.declared = true;
+      if (type == "text") column.type = SeedType::kText;
+      else if (type == "integer") column.type = SeedType::kInteger;
+      else if (type == "real") column.type = SeedType::kReal;
+      else {
+        errors.push_back(at + "column '" + cell + "': unknown type '" + cell.substr(colon + 1) +
+                         "'; a header cell name:TYPE declares TEXT, INTEGER or REAL (as in customer_id:TEXT)");
+        continue;
+      }
+      if (column.name.empty()) {
+        errors.push_back(at + "header cell " + std::to_string(column_idx + 1) + " ('" + cell +
+                         "') declares a type but has no column name");
+        continue;
+      }
+    }
+    auto [it, inserted] = seen.emplace(LowerAscii(column.name), column.name);
+    if (!inserted) {
+      errors.push_back(it->second == column.name
+                           ? at + "column '" + column.name + "' appears twice in the header"
+                           : at + "columns '" + it->second + "' and '" + column.name +
+                                 "' differ only in case; SQL column names ignore case, so rename one");
+    }
+  }
+  if (!errors.empty()) return Status::InvalidInput(JoinLines(errors));
+  for (size_t column_idx = 0; column_idx < columns.size(); ++column_idx) {
+    SeedColumn& column = columns[column_idx];
+    if (column.declared) continue;
+    bool all_integer = true, all_number = true;
+    for (size_t row_idx = 0; row_idx < csv.rows.size() && all_number; ++row_idx) {
+      const auto& cell = csv.rows[row_idx][column_idx];
+      if (!cell) continue;
+      SeedType kind = Classify(*cell, csv.quoted[row_idx][column_idx]);
+      all_integer = all_integer && kind == SeedType::kInteger;
+      all_number = all_number && kind != SeedType::kText;
+    }
+    column.type = all_integer ? SeedType::kInteger : all_number ? SeedType::kReal : SeedType::kText;
+  }
+  return columns;
+}
+
 }  // namespace sluice

@@ -9,6 +9,7 @@
 // snapshot of the file; sluice never drops a table it did not load from a seed.
 #pragma once
 
+#include <cstdint>
 #include <functional>
 #include <optional>
 #include <string>
@@ -64,6 +65,25 @@ std::vector<SeedFile> FindSeeds(const std::string& dir, std::vector<std::string>
 // Fails, naming both files, when two seeds would load into the same table
 // (names that differ only in case).
 Status CheckSeedNames(const std::vector<SeedFile>& seeds);
+
+// The type of a seed column: declared in the header (`customer_id:TEXT`) or
+// inferred from its cells (the rules above). Every target creates the same
+// columns from these, in its own types.
+enum class SeedType { kInteger, kReal, kText };
+const char* SeedTypeName(SeedType type);  // "INTEGER", "REAL", "TEXT"
+struct SeedColumn {
+  std::string name;
+  SeedType type = SeedType::kText;
+  bool declared = false;
+};
+// The columns of a parsed seed file. Errors (an unknown type, a declared
+// type without a name, a name twice, names differing only in case) name
+// `display` and the header line, all of them.
+Result<std::vector<SeedColumn>> PlanSeedColumns(const CsvTable& csv, const std::string& display);
+// A cell as the loaders read it: a whole number that fits 64 bits; a finite
+// decimal number (no spaces, hex, nan or inf).
+bool ParseSeedInteger(const std::string& text, int64_t* value);
+bool ParseSeedReal(const std::string& text, double* value);
 
 // Errors beyond this many in one file are summarised in one line.
 constexpr size_t kMaxSeedErrorsPerFile = 20;

@@ -1,12 +1,37 @@
 // Target::Open: which implementation a database names.
 #include "sql/target.h"
 
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
 #include <sqlite3.h>
 
 #include "sql/postgres/postgres_target.h"
 #include "sql/sqlite/sqlite_target.h"
 
 namespace sluice {
+
+std::string RangesJson(const std::vector<PartitionRange>& ranges) {
+  // RapidJSON escapes every control character a file name may hold.
+  rapidjson::StringBuffer buffer;
+  rapidjson::Writer<rapidjson::StringBuffer> json(buffer);
+  json.StartArray();
+  for (const auto& range : ranges) {
+    json.StartObject();
+    json.Key("topic");
+    json.String(range.partition.first.data(), static_cast<rapidjson::SizeType>(range.partition.first.size()));
+    json.Key("partition");
+    json.Int(range.partition.second);
+    json.Key("first");
+    json.Int64(range.first_offset);
+    json.Key("last");
+    json.Int64(range.last_offset);
+    json.Key("count");
+    json.Int64(range.count);
+    json.EndObject();
+  }
+  json.EndArray();
+  return std::string(buffer.GetString(), buffer.GetSize());
+}
 
 bool IsDatabaseUrl(const std::string& database) {
   return database.rfind("postgresql://", 0) == 0 || database.rfind("postgres://", 0) == 0;

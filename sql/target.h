@@ -60,6 +60,11 @@ struct RunRecord {
   double fetch_ms = 0, stage_ms = 0, parse_ms = 0, steps_ms = 0, commit_ms = 0;
 };
 
+// _sluice_runs.offsets: the run's ranges as a JSON array of {topic,
+// partition, first, last, count}, written by RapidJSON (every control
+// character a --from-file name may hold is escaped). The same on every target.
+std::string RangesJson(const std::vector<PartitionRange>& ranges);
+
 struct StageCounts {
   int64_t staged = 0;
   int64_t quarantined = 0;

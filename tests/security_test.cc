@@ -163,7 +163,7 @@ TEST(Catalog, RunOffsetsAreValidJsonWhateverTheInputName) {
   ASSERT_TRUE(db.ok());
   Result<Statement> parsed = (*db)->Prepare("SELECT json_valid(?), json_extract(?, '$[0].topic')");
   ASSERT_TRUE(parsed.ok());
-  std::string json = Catalog::RangesJson({range});
+  std::string json = RangesJson({range});
   parsed->BindText(1, json);
   parsed->BindText(2, json);
   Result<bool> row = parsed->Step();

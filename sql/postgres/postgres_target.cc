@@ -504,28 +504,6 @@ void OnNotice(void*, const PGresult* result) {
   }
 }
 
-std::string RangesJson(const std::vector<PartitionRange>& ranges) {
-  rapidjson::StringBuffer buffer;
-  rapidjson::Writer<rapidjson::StringBuffer> json(buffer);
-  json.StartArray();
-  for (const auto& range : ranges) {
-    json.StartObject();
-    json.Key("topic");
-    json.String(range.partition.first.data(), static_cast<rapidjson::SizeType>(range.partition.first.size()));
-    json.Key("partition");
-    json.Int(range.partition.second);
-    json.Key("first");
-    json.Int64(range.first_offset);
-    json.Key("last");
-    json.Int64(range.last_offset);
-    json.Key("count");
-    json.Int64(range.count);
-    json.EndObject();
-  }
-  json.EndArray();
-  return std::string(buffer.GetString(), buffer.GetSize());
-}
-
 std::string StagingType(ColumnType type) {
   switch (type) {
     case ColumnType::kText: return "text";
@@ -542,114 +520,16 @@ std::string StagingType(ColumnType type) {
 // --- Seeds ---------------------------------------------------------------------
 // The same rules as sql/sqlite/seeds.cc, with PostgreSQL's types.
 
-bool LooksInteger(const std::string& text) {
-  size_t start = (!text.empty() && (text[0] == '+' || text[0] == '-')) ? 1 : 0;
-  if (start == text.size()) return false;
-  for (size_t i = start; i < text.size(); ++i) {
-    if (!std::isdigit(static_cast<unsigned char>(text[i]))) return false;
-  }
-  return true;
+const char* SeedKindType(SeedType type) {
+  return type == SeedType::kInteger ? "bigint" : type == SeedType::kReal ? "double precision" : "text";
 }
 
-bool ParseInteger(const std::string& text, int64_t* value) {
-  if (!LooksInteger(text)) return false;
-  char* end = nullptr;
-  errno = 0;
-  long long parsed = std::strtoll(text.c_str(), &end, 10);
-  if (*end != '\0' || errno != 0) return false;
-  *value = parsed;
-  return true;
-}
-
-bool ParseReal(const std::string& text, double* value) {
-  if (text.empty() || text.find_first_of(" \t\r\n\f\vnNiIxXpP") != std::string::npos) return false;
-  char* end = nullptr;
-  errno = 0;
-  double parsed = std::strtod(text.c_str(), &end);
-  if (*end != '\0' || errno != 0 || !std::isfinite(parsed)) return false;
-  *value = parsed;
-  return true;
-}
-
-bool HasLeadingZero(const std::string& text) {
-  size_t start = (!text.empty() && (text[0] == '+' || text[0] == '-')) ? 1 : 0;
-  return text.size() >= start + 2 && text[start] == '0' && std::isdigit(static_cast<unsigned char>(text[start + 1]));
-}
-
-enum class SeedKind { kInteger, kReal, kText };
-
-const char* SeedKindName(SeedKind kind) {
-  return kind == SeedKind::kInteger ? "INTEGER" : kind == SeedKind::kReal ? "REAL" : "TEXT";
-}
-const char* SeedKindType(SeedKind kind) {
-  return kind == SeedKind::kInteger ? "bigint" : kind == SeedKind::kReal ? "double precision" : "text";
-}
-
-SeedKind Classify(const std::string& cell, bool quoted) {
-  if (quoted || HasLeadingZero(cell)) return SeedKind::kText;
-  int64_t integer = 0;
-  double real = 0;
-  if (LooksInteger(cell)) return ParseInteger(cell, &integer) ? SeedKind::kInteger : SeedKind::kText;
-  return ParseReal(cell, &real) ? SeedKind::kReal : SeedKind::kText;
-}
-
-struct SeedColumn {
-  std::string name;  // as the table has it (FoldedName)
-  SeedKind kind = SeedKind::kText;
-  bool declared = false;
-};
-
-Result<std::vector<SeedColumn>> PlanSeedColumns(const CsvTable& csv, const std::string& display) {
-  std::vector<std::string> errors;
-  std::vector<SeedColumn> columns(csv.header.size());
-  std::map<std::string, std::string> seen;  // lower-case name -> name as written
-  const std::string at = display + ":" + std::to_string(csv.header_line) + ": ";
-  for (size_t index = 0; index < csv.header.size(); ++index) {
-    const std::string& cell = csv.header[index];
-    SeedColumn& column = columns[index];
-    std::string name = cell;
-    size_t colon = cell.rfind(':');
-    if (colon != std::string::npos) {
-      std::string type = LowerAscii(cell.substr(colon + 1));
-      name = cell.substr(0, colon);
-      column.declared = true;
-      if (type == "text") column.kind = SeedKind::kText;
-      else if (type == "integer") column.kind = SeedKind::kInteger;
-      else if (type == "real") column.kind = SeedKind::kReal;
-      else {
-        errors.push_back(at + "column '" + cell + "': unknown type '" + cell.substr(colon + 1) +
-                         "'; a header cell name:TYPE declares TEXT, INTEGER or REAL (as in customer_id:TEXT)");
-        continue;
-      }
-      if (name.empty()) {
-        errors.push_back(at + "header cell " + std::to_string(index + 1) + " ('" + cell +
-                         "') declares a type but has no column name");
-        continue;
-      }
-    }
-    column.name = FoldedName(name);
-    auto [it, inserted] = seen.emplace(LowerAscii(name), name);
-    if (!inserted) {
-      errors.push_back(it->second == name ? at + "column '" + name + "' appears twice in the header"
-                                          : at + "columns '" + it->second + "' and '" + name +
-                                                "' differ only in case; names written without quotes ignore case, "
-                                                "so rename one");
-    }
-  }
-  if (!errors.empty()) return Status::InvalidInput(JoinLines(errors));
-  for (size_t index = 0; index < columns.size(); ++index) {
-    SeedColumn& column = columns[index];
-    if (column.declared) continue;
-    bool all_integer = true, all_number = true;
-    for (size_t row = 0; row < csv.rows.size() && all_number; ++row) {
-      const auto& cell = csv.rows[row][index];
-      if (!cell) continue;
-      SeedKind kind = Classify(*cell, csv.quoted[row][index]);
-      all_integer = all_integer && kind == SeedKind::kInteger;
-      all_number = all_number && kind != SeedKind::kText;
-    }
-    column.kind = all_integer ? SeedKind::kInteger : all_number ? SeedKind::kReal : SeedKind::kText;
-  }
+// The shared column plan (sql/seed_file.h), with plain names folded to
+// lower case as PostgreSQL folds unquoted names.
+Result<std::vector<SeedColumn>> PlanPostgresSeedColumns(const CsvTable& csv, const std::string& display) {
+  Result<std::vector<SeedColumn>> columns = PlanSeedColumns(csv, display);
+  if (!columns.ok()) return columns.status();
+  for (auto& column : *columns) column.name = FoldedName(column.name);
   return columns;
 }
 
@@ -1060,8 +940,15 @@ Status PostgresTarget::ConfigureSession() {
   // for a busy database ([target] busy_timeout); then it fails as
   // Unavailable, which `--every` retries.
   std::string settings = "SET lock_timeout = " + std::to_string(std::max(0, options_.busy_timeout_ms)) + ";";
+  // A worker paused inside its batch (SIGSTOP, a frozen VM) would hold its
+  // row locks and stall the partitions' new owners for as long as it sleeps:
+  // the server ends a session idle in a transaction this long, the batch
+  // rolls back, and the worker, when it wakes, reconnects and finds its
+  // offsets moved (a conflict). sluice itself is idle inside a batch only
+  // while it decodes the batch's messages.
+  settings += " SET idle_in_transaction_session_timeout = '120s';";
   if (options_.access == TargetOptions::Access::kReadOnly) settings += " SET default_transaction_read_only = on;";
-  // sluice's SQL functions (schema sluice, see Prepare) after the schemas the
+  // sluice's SQL functions (schema sluice_functions, see Prepare) after the schemas the
   // URL or the role chose: an unqualified name finds the user's tables and
   // functions first (and pg_catalog's, which PostgreSQL searches first).
   settings +=
@@ -1955,7 +1842,7 @@ Status PostgresTarget::LoadSeeds(const std::vector<SeedFile>& seeds, std::vector
 
     Result<CsvTable> csv = ParseCsv(*text, seed.display);
     if (!csv.ok()) return csv.status();
-    Result<std::vector<SeedColumn>> columns = PlanSeedColumns(*csv, seed.display);
+    Result<std::vector<SeedColumn>> columns = PlanPostgresSeedColumns(*csv, seed.display);
     if (!columns.ok()) return columns.status();
 
     // Every cell as it will be loaded; declared types are checked here.
@@ -1973,15 +1860,15 @@ Status PostgresTarget::LoadSeeds(const std::vector<SeedFile>& seeds, std::vector
         }
         int64_t integer = 0;
         double real = 0;
-        if (column.kind == SeedKind::kInteger && ParseInteger(*cell, &integer)) {
+        if (column.type == SeedType::kInteger && ParseSeedInteger(*cell, &integer)) {
           data += std::to_string(integer);
-        } else if (column.kind == SeedKind::kReal && ParseReal(*cell, &real)) {
+        } else if (column.type == SeedType::kReal && ParseSeedReal(*cell, &real)) {
           data += *cell;
-        } else if (column.kind != SeedKind::kText) {
+        } else if (column.type != SeedType::kText) {
           if (++bad_cells <= kMaxSeedErrorsPerFile) {
             errors.push_back(seed.display + ":" + std::to_string(csv->lines[row]) + ": column " + column.name +
-                             " is declared " + SeedKindName(column.kind) + " but '" + *cell + "' is not " +
-                             (column.kind == SeedKind::kInteger ? "a whole number that fits 64 bits" : "a number"));
+                             " is declared " + SeedTypeName(column.type) + " but '" + *cell + "' is not " +
+                             (column.type == SeedType::kInteger ? "a whole number that fits 64 bits" : "a number"));
           }
         } else {
           AppendCopyText(&data, *cell);
@@ -2006,7 +1893,7 @@ Status PostgresTarget::LoadSeeds(const std::vector<SeedFile>& seeds, std::vector
       if (!shape.ok()) return shape.status();
       same_shape = shape->size() == static_cast<int>(columns->size());
       for (int i = 0; same_shape && i < shape->size(); ++i) {
-        same_shape = shape->Text(i, 0) == (*columns)[i].name && shape->Text(i, 1) == SeedKindType((*columns)[i].kind);
+        same_shape = shape->Text(i, 0) == (*columns)[i].name && shape->Text(i, 1) == SeedKindType((*columns)[i].type);
       }
     }
     std::string column_list;
@@ -2018,7 +1905,7 @@ Status PostgresTarget::LoadSeeds(const std::vector<SeedFile>& seeds, std::vector
       std::string ddl = "DROP TABLE IF EXISTS " + quoted + "; CREATE TABLE " + quoted + " (";
       for (size_t index = 0; index < columns->size(); ++index) {
         const SeedColumn& column = (*columns)[index];
-        ddl += (index ? ", " : "") + QuoteIdentifier(column.name) + " " + SeedKindType(column.kind);
+        ddl += (index ? ", " : "") + QuoteIdentifier(column.name) + " " + SeedKindType(column.type);
       }
       st = Exec(ddl + ")");
     }

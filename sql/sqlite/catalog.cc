@@ -273,29 +273,6 @@ Status Catalog::RecordCommitTime(int64_t run_id, double commit_ms) {
   return stmt->Run();
 }
 
-std::string Catalog::RangesJson(const std::vector<PartitionRange>& ranges) {
-  // RapidJSON escapes every control character a file name may hold.
-  rapidjson::StringBuffer buffer;
-  rapidjson::Writer<rapidjson::StringBuffer> json(buffer);
-  json.StartArray();
-  for (const auto& range : ranges) {
-    json.StartObject();
-    json.Key("topic");
-    json.String(range.partition.first.data(), static_cast<rapidjson::SizeType>(range.partition.first.size()));
-    json.Key("partition");
-    json.Int(range.partition.second);
-    json.Key("first");
-    json.Int64(range.first_offset);
-    json.Key("last");
-    json.Int64(range.last_offset);
-    json.Key("count");
-    json.Int64(range.count);
-    json.EndObject();
-  }
-  json.EndArray();
-  return std::string(buffer.GetString(), buffer.GetSize());
-}
-
 Status Catalog::InstallInputs() {
   return db_->Exec(R"sql(
 CREATE TABLE IF NOT EXISTS _sluice_inputs (

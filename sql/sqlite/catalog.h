@@ -73,7 +73,6 @@ class Catalog {
   // so it is written in a statement of its own).
   Status RecordCommitTime(int64_t run_id, double commit_ms);
 
-  static std::string RangesJson(const std::vector<PartitionRange>& ranges);
 
  private:
   Result<bool> LegacyOffsetsTable();

@@ -26,129 +26,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// [+-]?[0-9]+
-bool LooksInteger(const std::string& text) {
-  size_t start = (!text.empty() && (text[0] == '+' || text[0] == '-')) ? 1 : 0;
-  if (start == text.size()) return false;
-  for (size_t i = start; i < text.size(); ++i) {
-    if (!std::isdigit(static_cast<unsigned char>(text[i]))) return false;
-  }
-  return true;
-}
-
-// A whole number that fits 64 bits.
-bool ParseInteger(const std::string& text, int64_t* value) {
-  if (!LooksInteger(text)) return false;
-  char* end = nullptr;
-  errno = 0;
-  long long parsed = std::strtoll(text.c_str(), &end, 10);
-  if (*end != '\0' || errno != 0) return false;
-  *value = parsed;
-  return true;
-}
-
-// A finite decimal number (no spaces, hex, nan or inf).
-bool ParseReal(const std::string& text, double* value) {
-  if (text.empty() || text.find_first_of(" \t\r\n\f\vnNiIxXpP") != std::string::npos) return false;
-  char* end = nullptr;
-  errno = 0;
-  double parsed = std::strtod(text.c_str(), &end);
-  if (*end != '\0' || errno != 0 || !std::isfinite(parsed)) return false;
-  *value = parsed;
-  return true;
-}
-
-// 007, -01, 00.5: a zero that a number would drop, so the cell is an
-// identifier or a code. 0, 0.5 and -0.25 are numbers.
-bool HasLeadingZero(const std::string& text) {
-  size_t start = (!text.empty() && (text[0] == '+' || text[0] == '-')) ? 1 : 0;
-  return text.size() >= start + 2 && text[start] == '0' && std::isdigit(static_cast<unsigned char>(text[start + 1]));
-}
-
-enum class Kind { kInteger, kReal, kText };
-
-const char* KindName(Kind kind) {
-  switch (kind) {
-    case Kind::kInteger:
-      return "INTEGER";
-    case Kind::kReal:
-      return "REAL";
-    case Kind::kText:
-      return "TEXT";
-  }
-  return "TEXT";
-}
-
-// What an undeclared, non-empty cell looks like.
-Kind Classify(const std::string& cell, bool quoted) {
-  if (quoted || HasLeadingZero(cell)) return Kind::kText;
-  int64_t integer = 0;
-  double real = 0;
-  if (LooksInteger(cell)) return ParseInteger(cell, &integer) ? Kind::kInteger : Kind::kText;
-  return ParseReal(cell, &real) ? Kind::kReal : Kind::kText;
-}
-
-struct Column {
-  std::string name;
-  Kind kind = Kind::kText;
-  bool declared = false;
-};
-
-// Column names and types: `name:TYPE` header cells declare, the others are
-// inferred from their cells.
-Result<std::vector<Column>> PlanColumns(const CsvTable& csv, const std::string& display) {
-  std::vector<std::string> errors;
-  std::vector<Column> columns(csv.header.size());
-  std::map<std::string, std::string> seen;  // lower-case name -> name as written
-  const std::string at = display + ":" + std::to_string(csv.header_line) + ": ";
-  for (size_t column_idx = 0; column_idx < csv.header.size(); ++column_idx) {
-    const std::string& cell = csv.header[column_idx];
-    Column& column = columns[column_idx];
-    column.name = cell;
-    size_t colon = cell.rfind(':');
-    if (colon != std::string::npos) {
-      std::string type = LowerAscii(cell.substr(colon + 1));
-      column.name = cell.substr(0, colon);
-      column.declared = true;
-      if (type == "text") column.kind = Kind::kText;
-      else if (type == "integer") column.kind = Kind::kInteger;
-      else if (type == "real") column.kind = Kind::kReal;
-      else {
-        errors.push_back(at + "column '" + cell + "': unknown type '" + cell.substr(colon + 1) +
-                         "'; a header cell name:TYPE declares TEXT, INTEGER or REAL (as in customer_id:TEXT)");
-        continue;
-      }
-      if (column.name.empty()) {
-        errors.push_back(at + "header cell " + std::to_string(column_idx + 1) + " ('" + cell +
-                         "') declares a type but has no column name");
-        continue;
-      }
-    }
-    auto [it, inserted] = seen.emplace(LowerAscii(column.name), column.name);
-    if (!inserted) {
-      errors.push_back(it->second == column.name
-                           ? at + "column '" + column.name + "' appears twice in the header"
-                           : at + "columns '" + it->second + "' and '" + column.name +
-                                 "' differ only in case; SQLite column names ignore case, so rename one");
-    }
-  }
-  if (!errors.empty()) return Status::InvalidInput(JoinLines(errors));
-  for (size_t column_idx = 0; column_idx < columns.size(); ++column_idx) {
-    Column& column = columns[column_idx];
-    if (column.declared) continue;
-    bool all_integer = true, all_number = true;
-    for (size_t row_idx = 0; row_idx < csv.rows.size() && all_number; ++row_idx) {
-      const auto& cell = csv.rows[row_idx][column_idx];
-      if (!cell) continue;
-      Kind kind = Classify(*cell, csv.quoted[row_idx][column_idx]);
-      all_integer = all_integer && kind == Kind::kInteger;
-      all_number = all_number && kind != Kind::kText;
-    }
-    column.kind = all_integer ? Kind::kInteger : all_number ? Kind::kReal : Kind::kText;
-  }
-  return columns;
-}
-
 // The _sluice_seeds row of `table`, matched as SQLite matches table names
 // (ASCII case ignored): its name as stored and its checksum.
 Result<std::optional<std::pair<std::string, std::string>>> StoredSeed(Database* db, const std::string& table) {
@@ -204,7 +81,7 @@ Status LoadChangedSeeds(Database* db, const std::vector<SeedFile>& seeds, std::v
 
     Result<CsvTable> csv = ParseCsv(*text, seed.display);
     if (!csv.ok()) return csv.status();
-    Result<std::vector<Column>> columns = PlanColumns(*csv, seed.display);
+    Result<std::vector<SeedColumn>> columns = PlanSeedColumns(*csv, seed.display);
     if (!columns.ok()) return columns.status();
 
     // Every cell as it will be bound; declared types are checked here.
@@ -212,16 +89,16 @@ Status LoadChangedSeeds(Database* db, const std::vector<SeedFile>& seeds, std::v
     size_t bad_cells = 0;
     for (size_t row_idx = 0; row_idx < csv->rows.size(); ++row_idx) {
       for (size_t column_idx = 0; column_idx < columns->size(); ++column_idx) {
-        const Column& column = (*columns)[column_idx];
+        const SeedColumn& column = (*columns)[column_idx];
         const auto& cell = csv->rows[row_idx][column_idx];
-        if (!cell || !column.declared || column.kind == Kind::kText) continue;
+        if (!cell || !column.declared || column.type == SeedType::kText) continue;
         int64_t integer = 0;
         double real = 0;
-        bool fits = column.kind == Kind::kInteger ? ParseInteger(*cell, &integer) : ParseReal(*cell, &real);
+        bool fits = column.type == SeedType::kInteger ? ParseSeedInteger(*cell, &integer) : ParseSeedReal(*cell, &real);
         if (!fits && ++bad_cells <= kMaxSeedErrorsPerFile) {
           errors.push_back(seed.display + ":" + std::to_string(csv->lines[row_idx]) + ": column " + column.name +
-                           " is declared " + KindName(column.kind) + " but '" + *cell + "' is not " +
-                           (column.kind == Kind::kInteger ? "a whole number that fits 64 bits" : "a number"));
+                           " is declared " + SeedTypeName(column.type) + " but '" + *cell + "' is not " +
+                           (column.type == SeedType::kInteger ? "a whole number that fits 64 bits" : "a number"));
         }
       }
     }
@@ -235,8 +112,8 @@ Status LoadChangedSeeds(Database* db, const std::vector<SeedFile>& seeds, std::v
                       QuoteIdentifier(seed.table) + " (";
     std::string placeholders;
     for (size_t column_idx = 0; column_idx < columns->size(); ++column_idx) {
-      const Column& column = (*columns)[column_idx];
-      ddl += (column_idx ? ", " : "") + QuoteIdentifier(column.name) + " " + KindName(column.kind);
+      const SeedColumn& column = (*columns)[column_idx];
+      ddl += (column_idx ? ", " : "") + QuoteIdentifier(column.name) + " " + SeedTypeName(column.type);
       placeholders += column_idx ? ", ?" : "?";
     }
     ddl += ");";
@@ -252,9 +129,9 @@ Status LoadChangedSeeds(Database* db, const std::vector<SeedFile>& seeds, std::v
         double real = 0;
         if (!cell) {
           insert->BindNull(index);
-        } else if ((*columns)[column_idx].kind == Kind::kInteger && ParseInteger(*cell, &integer)) {
+        } else if ((*columns)[column_idx].type == SeedType::kInteger && ParseSeedInteger(*cell, &integer)) {
           insert->BindInt(index, integer);
-        } else if ((*columns)[column_idx].kind == Kind::kReal && ParseReal(*cell, &real)) {
+        } else if ((*columns)[column_idx].type == SeedType::kReal && ParseSeedReal(*cell, &real)) {
           insert->BindDouble(index, real);
         } else {
           insert->BindText(index, *cell);
