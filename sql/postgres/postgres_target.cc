@@ -191,6 +191,23 @@ std::string EscapedLiteral(std::string_view text) {
   return out + "'";
 }
 
+// The index just past the quoted text starting at `start` (a literal in
+// single quotes or an identifier in double quotes; a doubled quote stands for
+// itself), or the end of `text` when the quote is never closed.
+size_t SkipQuoted(const std::string& text, size_t start, char quote) {
+  size_t i = start + 1;
+  while (i < text.size()) {
+    if (text[i] != quote) {
+      ++i;
+    } else if (i + 1 < text.size() && text[i + 1] == quote) {
+      i += 2;
+    } else {
+      return i + 1;
+    }
+  }
+  return i;
+}
+
 std::string HexBytes(std::string_view bytes) {
   static const char* const kDigits = "0123456789abcdef";
   std::string out;
@@ -283,33 +300,11 @@ std::vector<SqlStatement> SplitSql(const std::string& text) {
     if (c == '\'') {
       // A literal; E'...' (checked where the identifier E is read) takes
       // backslash escapes, the others double their quotes.
-      ++i;
-      while (i < n) {
-        if (text[i] == '\'') {
-          if (i + 1 < n && text[i + 1] == '\'') {
-            i += 2;
-            continue;
-          }
-          ++i;
-          break;
-        }
-        ++i;
-      }
+      i = SkipQuoted(text, i, '\'');
       continue;
     }
     if (c == '"') {
-      ++i;
-      while (i < n) {
-        if (text[i] == '"') {
-          if (i + 1 < n && text[i + 1] == '"') {
-            i += 2;
-            continue;
-          }
-          ++i;
-          break;
-        }
-        ++i;
-      }
+      i = SkipQuoted(text, i, '"');
       ++identifiers;
       if (current.words.size() < 4) current.words.push_back("\"");
       continue;
