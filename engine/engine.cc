@@ -62,6 +62,7 @@ Result<std::unique_ptr<Engine>> Engine::Open(const Pipeline& pipeline, std::uniq
   target_options.file_mode = pipeline.config.file_mode;
   target_options.lock = options.exclusive_lock ? TargetOptions::Lock::kExclusive : TargetOptions::Lock::kShared;
   target_options.lock_hint = options.lock_hint;
+  target_options.scratch = options.scratch;
   Result<std::unique_ptr<Target>> target = Target::Open(target_options);
   if (!target.ok()) return target.status();
   engine->target_ = std::move(*target);

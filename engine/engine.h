@@ -63,6 +63,8 @@ struct EngineOptions {
   // What a refused lock tells the user to do (empty: the target's default,
   // which points at assignment = group).
   std::string lock_hint;
+  // A throwaway target for one fixture case (TargetOptions::scratch).
+  bool scratch = false;
 };
 
 class Engine {

@@ -337,7 +337,6 @@ FixtureResult RunCase(const Pipeline& base, const fs::path& case_dir) {
     return result;
   }
   Pipeline pipeline = base;
-  pipeline.config.database = ":memory:";
   FileSourceOptions file;
   file.path = input.string();
   if (fs::exists(case_dir / "batches")) {
@@ -350,6 +349,7 @@ FixtureResult RunCase(const Pipeline& base, const fs::path& case_dir) {
   }
   EngineOptions options;
   options.exclusive_lock = false;
+  options.scratch = true;
   auto engine = Engine::Open(pipeline, std::make_unique<FileSource>(file), options);
   if (!engine.ok()) {
     result.report = "  " + engine.status().message() + "\n";
@@ -421,8 +421,12 @@ FixtureResult RunCase(const Pipeline& base, const fs::path& case_dir) {
 
 }  // namespace
 
-Result<std::vector<FixtureResult>> RunFixtures(const std::string& dir, const std::string& only) {
-  Result<Pipeline> pipeline = LoadPipeline(dir);
+Result<std::vector<FixtureResult>> RunFixtures(const std::string& dir, const std::string& only,
+                                               const std::string& database) {
+  // The engine of `database` chooses the per-engine files (schema.postgres.sql ...).
+  ConfigOverrides overrides;
+  overrides.database = database.empty() ? std::string(":memory:") : database;
+  Result<Pipeline> pipeline = LoadPipeline(dir, overrides);
   if (!pipeline.ok()) return pipeline.status();
   fs::path tests = fs::path(dir) / "tests";
   std::vector<fs::path> cases;

@@ -27,7 +27,11 @@ struct FixtureResult {
   std::string report;  // what differed, readable
 };
 
-// Runs every case under `dir`/tests (or only `only` when not empty).
-Result<std::vector<FixtureResult>> RunFixtures(const std::string& dir, const std::string& only = "");
+// Runs every case under `dir`/tests (or only `only` when not empty), each
+// against a scratch target (TargetOptions::scratch): an in-memory SQLite
+// database when `database` is empty or a file, a fresh schema on the
+// PostgreSQL server when it is a postgresql:// URL.
+Result<std::vector<FixtureResult>> RunFixtures(const std::string& dir, const std::string& only = "",
+                                               const std::string& database = "");
 
 }  // namespace sluice

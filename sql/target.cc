@@ -51,7 +51,12 @@ Result<std::unique_ptr<Target>> Target::Open(const TargetOptions& options) {
     if (!target.ok()) return target.status();
     return std::unique_ptr<Target>(std::move(*target));
   }
-  Result<std::unique_ptr<SqliteTarget>> target = SqliteTarget::Open(options);
+  TargetOptions sqlite = options;
+  if (options.scratch) {
+    sqlite.database = ":memory:";
+    sqlite.lock = TargetOptions::Lock::kNone;
+  }
+  Result<std::unique_ptr<SqliteTarget>> target = SqliteTarget::Open(sqlite);
   if (!target.ok()) return target.status();
   return std::unique_ptr<Target>(std::move(*target));
 }

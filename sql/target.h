@@ -163,6 +163,13 @@ struct TargetOptions {
   enum class Lock { kNone, kShared, kExclusive };
   Lock lock = Lock::kNone;
   std::string lock_hint;  // ends a refusal: what the refused command should do instead
+  // A throwaway database for one `sluice test` case, gone when the target
+  // closes: SQLite opens ":memory:" whatever `database` names; PostgreSQL
+  // creates a fresh schema (sluice_scratch_<pid>_<n>) on the server
+  // `database` names, puts it first on the session's search path, and drops
+  // it with everything in it on close. A scratch target takes no pipeline
+  // lock, so fixtures run beside a live pipeline on the same server.
+  bool scratch = false;
 };
 
 // True for a database given as a URL ("postgresql://...", "postgres://..."),

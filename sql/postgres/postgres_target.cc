@@ -10,6 +10,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cerrno>
 #include <cctype>
 #include <cmath>
@@ -880,7 +882,18 @@ PostgresTarget::PostgresTarget(pg_conn* conn, TargetOptions options, std::string
     : conn_(conn), options_(std::move(options)), described_(std::move(described)) {}
 
 PostgresTarget::~PostgresTarget() {
-  if (conn_ != nullptr) PQfinish(conn_);  // the session's locks and temporary tables go with it
+  if (conn_ == nullptr) return;
+  if (!scratch_schema_.empty() && PQstatus(conn_) == CONNECTION_OK) {
+    // A scratch target's schema goes with it (a killed process leaves it
+    // behind; its name says what it is).
+    if (PQtransactionStatus(conn_) != PQTRANS_IDLE) PQclear(PQexec(conn_, "ROLLBACK"));
+    ResultPtr dropped(PQexec(conn_, ("DROP SCHEMA IF EXISTS " + QuoteIdentifier(scratch_schema_) + " CASCADE").c_str()));
+    if (PQresultStatus(dropped.get()) != PGRES_COMMAND_OK) {
+      spdlog::warn("cannot drop the scratch schema {} on {}: {}", scratch_schema_, described_,
+                   Scrub(TrimRight(PQresultErrorMessage(dropped.get()))));
+    }
+  }
+  PQfinish(conn_);  // the session's locks and temporary tables go with it
 }
 
 std::string PostgresTarget::Scrub(std::string text) const {
@@ -918,8 +931,24 @@ Result<std::unique_ptr<PostgresTarget>> PostgresTarget::Open(const TargetOptions
     return Status::Unavailable("cannot connect to " + described + ": " + why);
   }
   PQsetNoticeReceiver(conn, &OnNotice, nullptr);
-  std::unique_ptr<PostgresTarget> target(new PostgresTarget(conn, options, described));
+  TargetOptions session = options;
+  if (options.scratch) session.lock = TargetOptions::Lock::kNone;
+  std::unique_ptr<PostgresTarget> target(new PostgresTarget(conn, session, described));
   target->secret_ = secret;
+  if (options.scratch) {
+    static std::atomic<int> scratch_count{0};
+    target->scratch_schema_ =
+        "sluice_scratch_" + std::to_string(::getpid()) + "_" +
+        std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(
+                           std::chrono::system_clock::now().time_since_epoch())
+                           .count()) +
+        "_" + std::to_string(++scratch_count);
+    Status created = target->Exec("CREATE SCHEMA " + QuoteIdentifier(target->scratch_schema_));
+    if (!created.ok()) {
+      target->scratch_schema_.clear();  // not ours to drop
+      return created.WithContext("cannot create a scratch schema on " + described);
+    }
+  }
   SLUICE_RETURN_IF_ERROR(target->ConfigureSession());
   if (options.access != TargetOptions::Access::kCreate) {
     Result<bool> exists = target->RelationExists("_sluice_runs");
@@ -943,6 +972,8 @@ Status PostgresTarget::ConfigureSession() {
   // while it decodes the batch's messages.
   settings += " SET idle_in_transaction_session_timeout = '120s';";
   if (options_.access == TargetOptions::Access::kReadOnly) settings += " SET default_transaction_read_only = on;";
+  // A scratch target's schema comes first, whatever the URL or the role chose.
+  if (!scratch_schema_.empty()) settings += " SET search_path = " + QuoteIdentifier(scratch_schema_) + ";";
   // sluice's SQL functions (schema sluice_functions, see Prepare) after the schemas the
   // URL or the role chose: an unqualified name finds the user's tables and
   // functions first (and pg_catalog's, which PostgreSQL searches first).

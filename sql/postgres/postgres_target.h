@@ -150,6 +150,7 @@ class PostgresTarget : public Target {
   std::string secret_;  // the password of the URL, scrubbed from every message
   std::function<bool()> interrupt_;
   bool in_batch_ = false;
+  std::string scratch_schema_;  // TargetOptions::scratch: created by Open, dropped on close
 
   // The staging table's shape (Prepare), to create it again on a new session.
   std::vector<ColumnSpec> columns_;
