@@ -53,15 +53,6 @@ const char* const kPausedApp = "sluice-paused";
 // What the engine logs when it rolls a batch back because the stored offsets moved.
 const char* const kConflict = "another process advanced it";
 
-// The server of this file, started on first use (so a filtered run of the
-// tier that does not reach these tests starts none), stopped at exit.
-PgServer* Server(std::string* error) {
-  static std::string start_error;
-  static std::unique_ptr<PgServer> server = PgServer::Start(&start_error);
-  *error = start_error;
-  return server.get();
-}
-
 // A message as produced, read back from the topic.
 struct Produced {
   int32_t partition = 0;
@@ -76,7 +67,7 @@ class PostgresGroups : public ::testing::Test {
     kafka_ = testing::RealKafka::Get();
     ASSERT_NE(kafka_, nullptr) << "the real Kafka broker is not running (see the set-up)";
     std::string error;
-    server_ = Server(&error);
+    server_ = SharedServer(&error);  // started on first use: a filtered run that skips these starts none
     ASSERT_NE(server_, nullptr) << "PostgreSQL did not start: " << error;
     static std::atomic<int> counter{0};
     database_ = "kg" + std::to_string(::getpid()) + "_" + std::to_string(++counter);

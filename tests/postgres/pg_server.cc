@@ -121,6 +121,22 @@ std::string PgServer::Url(const std::string& database) const {
   return "postgresql://sluice@/" + database + "?host=" + dir_ + "&port=" + std::to_string(port_);
 }
 
+PgServer* SharedServer(std::string* error) {
+  static std::string start_error;
+  static std::unique_ptr<PgServer> server = PgServer::Start(&start_error);
+  if (!server && error != nullptr) *error = start_error;
+  return server.get();
+}
+
+std::string FreshDatabase(std::string* error) {
+  PgServer* server = SharedServer(error);
+  if (server == nullptr) return {};
+  static int counter = 0;
+  std::string name = "t" + std::to_string(::getpid()) + "_" + std::to_string(++counter);
+  if (!server->CreateDatabase(name, error)) return {};
+  return server->Url(name);
+}
+
 bool PgServer::CreateDatabase(const std::string& name, std::string* error) {
   PgClient client(Url());
   if (!client.ok()) {

@@ -39,6 +39,15 @@ class PgServer {
   pid_t watchdog_ = -1;
 };
 
+// The server every test of this binary shares: started on first use,
+// stopped when the process exits (by the watchdog if it dies). nullptr with
+// the reason in *error when it cannot start.
+PgServer* SharedServer(std::string* error);
+
+// A fresh database on the shared server for one test, as a URL; empty with
+// the reason in *error.
+std::string FreshDatabase(std::string* error);
+
 // A libpq connection for checking what sluice wrote.
 class PgClient {
  public:

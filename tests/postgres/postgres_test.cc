@@ -15,28 +15,12 @@
 namespace sluice::testing {
 namespace {
 
-PgServer* g_server = nullptr;
-std::string g_server_error;
-
-class ServerEnvironment : public ::testing::Environment {
- public:
-  void SetUp() override { server_ = PgServer::Start(&g_server_error), g_server = server_.get(); }
-  void TearDown() override { server_.reset(), g_server = nullptr; }
-
- private:
-  std::unique_ptr<PgServer> server_;
-};
-const auto* const kEnvironment = ::testing::AddGlobalTestEnvironment(new ServerEnvironment);
-
 class Postgres : public BrokerTest {
  protected:
   void SetUp() override {
-    ASSERT_NE(g_server, nullptr) << "PostgreSQL did not start: " << g_server_error;
-    static std::atomic<int> counter{0};
-    database_ = "t" + std::to_string(::getpid()) + "_" + std::to_string(++counter);
     std::string error;
-    ASSERT_TRUE(g_server->CreateDatabase(database_, &error)) << error;
-    url = g_server->Url(database_);
+    url = FreshDatabase(&error);
+    ASSERT_FALSE(url.empty()) << "PostgreSQL: " << error;
     ASSERT_NO_FATAL_FAILURE(StartEmbeddedBroker("events", 2));
   }
 
@@ -61,7 +45,6 @@ class Postgres : public BrokerTest {
     return files;
   }
 
-  std::string database_;
   std::string url;
 };
 
@@ -153,7 +136,7 @@ TEST_F(Postgres, StatusReadsTheSameCatalog) {
 TEST_F(Postgres, ThePasswordNeverReachesTheOutput) {
   PipelineFiles files = Upserts();
   std::string secret = "s3cr3t-pass-word";
-  std::string with_password = g_server->Url(database_);
+  std::string with_password = url;
   with_password.replace(with_password.find("sluice@"), 7, "nobody:" + secret + "@");
   ReplaceFirst(&files.conf, "database = " + url, "database = " + with_password);
   WritePipeline(dir.path(), files);
@@ -172,12 +155,9 @@ TEST_F(Postgres, ThePasswordNeverReachesTheOutput) {
 class PostgresFunctions : public ::testing::Test {
  protected:
   void SetUp() override {
-    ASSERT_NE(g_server, nullptr) << "PostgreSQL did not start: " << g_server_error;
-    static std::atomic<int> counter{0};
-    database_ = "f" + std::to_string(::getpid()) + "_" + std::to_string(++counter);
     std::string error;
-    ASSERT_TRUE(g_server->CreateDatabase(database_, &error)) << error;
-    url = g_server->Url(database_);
+    url = FreshDatabase(&error);
+    ASSERT_FALSE(url.empty()) << "PostgreSQL: " << error;
     TargetOptions options;
     options.database = url;
     options.pipeline = "functions";
@@ -198,7 +178,6 @@ class PostgresFunctions : public ::testing::Test {
     return value.type == Value::Type::kNull ? "NULL" : value.text;
   }
 
-  std::string database_;
   std::string url;
   std::unique_ptr<Target> target_;
 };
