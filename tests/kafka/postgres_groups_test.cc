@@ -67,7 +67,7 @@ class PostgresGroups : public ::testing::Test {
     kafka_ = testing::RealKafka::Get();
     ASSERT_NE(kafka_, nullptr) << "the real Kafka broker is not running (see the set-up)";
     std::string error;
-    server_ = SharedServer(&error);  // started on first use: a filtered run that skips these starts none
+    server_ = testing::SharedServer(&error);  // started on first use: a filtered run that skips these starts none
     ASSERT_NE(server_, nullptr) << "PostgreSQL did not start: " << error;
     static std::atomic<int> counter{0};
     database_ = "kg" + std::to_string(::getpid()) + "_" + std::to_string(++counter);
