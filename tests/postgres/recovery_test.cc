@@ -1,0 +1,2 @@
+// Placeholder: tests of the PostgreSQL tier (recovery), written next.
+#include <gtest/gtest.h>
