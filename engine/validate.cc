@@ -17,7 +17,7 @@ std::string DescribeEngineChoice(const EngineChoice& choice) {
 }
 
 std::vector<std::string> ValidatePipeline(const std::string& dir, const ConfigOverrides& overrides,
-                                          std::vector<std::string>* notes) {
+                                          std::vector<std::string>* notes, bool check_on_server) {
   std::vector<std::string> problems;
   auto add_line = [&](const std::string& line) {
     if (std::find(problems.begin(), problems.end(), line) == problems.end()) problems.push_back(line);
@@ -52,9 +52,10 @@ std::vector<std::string> ValidatePipeline(const std::string& dir, const ConfigOv
     for (const auto& choice : pipeline->per_engine) notes->push_back(DescribeEngineChoice(choice));
   }
   for (const auto& line : seed_problems) add_line(line);
-  if (IsDatabaseUrl(pipeline->config.database)) {
-    // The steps are written for that server's dialect: they are checked
-    // against it (in a transaction that is rolled back) when the run opens
+  const bool on_server = IsDatabaseUrl(pipeline->config.database);
+  if (on_server && !check_on_server) {
+    // The steps are written for that server's dialect: `sluice run` checks
+    // them against it (in a transaction that is rolled back) when it opens
     // the target, not against a scratch SQLite database. The seed files are
     // checked here.
     Result<std::unique_ptr<Target>> scratch = Target::Open(scratch_options);
@@ -65,6 +66,12 @@ std::vector<std::string> ValidatePipeline(const std::string& dir, const ConfigOv
       }
     }
     return problems;
+  }
+  if (on_server) {
+    // On the server itself, in a scratch schema dropped afterwards: the live
+    // tables are neither read nor written.
+    scratch_options.database = pipeline->config.database;
+    scratch_options.scratch = true;
   }
   Result<std::unique_ptr<Target>> opened = Target::Open(scratch_options);
   if (!opened.ok()) {

@@ -42,13 +42,17 @@ Result<std::unique_ptr<Target>> OpenExisting(const PipelineConfig& config, bool 
 
 int CommandValidate(const std::vector<std::string>& args) {
   po::options_description options("options");
-  options.add_options()("help,h", "show this help");
+  options.add_options()
+      ("help,h", "show this help")
+      ("db", po::value<std::string>(), "check against this database instead of [target] database (a PostgreSQL "
+                                       "URL checks the files written for PostgreSQL, on that server)");
   po::variables_map vm = ParseWithDir(args, options);
   if (vm.count("help") || !vm.count("dir")) {
-    std::cout << "usage: sluice validate DIR\n\n"
+    std::cout << "usage: sluice validate DIR [--db DATABASE]\n\n"
                  "Checks pipeline.conf (every key), the seeds' CSV files, schema.sql and every step, by running them\n"
-                 "over an empty batch in a scratch in-memory database with the batch's shape and the seeds' tables.\n"
-                 "Touches neither Kafka nor the target database. Prints every problem with its file and line and\n"
+                 "over an empty batch in a scratch database with the batch's shape and the seeds' tables: in memory\n"
+                 "for SQLite; for a postgresql:// database, a scratch schema on that server, dropped afterwards.\n"
+                 "Touches neither Kafka nor the pipeline's tables. Prints every problem with its file and line and\n"
                  "exits non-zero if there is any. `sluice run` runs the same checks first. For each file written per\n"
                  "engine (NAME.sqlite.sql, NAME.postgres.sql) it says which file each engine runs.\n\n"
               << options;
@@ -57,7 +61,9 @@ int CommandValidate(const std::vector<std::string>& args) {
   SetupLogging(-1);
   std::string dir = vm["dir"].as<std::string>();
   std::vector<std::string> notes;
-  std::vector<std::string> problems = ValidatePipeline(dir, {}, &notes);
+  ConfigOverrides overrides;
+  if (vm.count("db")) overrides.database = vm["db"].as<std::string>();
+  std::vector<std::string> problems = ValidatePipeline(dir, overrides, &notes, /*check_on_server=*/true);
   for (const auto& note : notes) std::cout << note << "\n";
   for (const auto& problem : problems) std::cout << problem << "\n";
   if (!problems.empty()) {

@@ -105,6 +105,28 @@ TEST_F(Postgres, ABrokenStepNamesFileAndLineAndAdvancesNothing) {
   EXPECT_EQ(pg.One("select count(*) from _sluice_offsets"), "0");
 }
 
+TEST_F(Postgres, ValidateChecksTheStepsOnTheServerInAScratchSchemaItDropsAfterwards) {
+  PipelineFiles files = Upserts();
+  files.steps["30_broken.sql"] = "insert into totals (id)\nselect id from batch\nwhere ifnull(amount, 0) > 0;\n";
+  WritePipeline(dir.path(), files);
+  std::string output;
+  // SQLite has ifnull; PostgreSQL has not: only the server can tell.
+  EXPECT_EQ(RunSluice({"validate", dir.path(), "--db", "pipeline.db"}, &output), 0) << output;
+  EXPECT_EQ(RunSluice({"validate", dir.path()}, &output), 1) << output;
+  EXPECT_TRUE(Contains(output, "steps/30_broken.sql:3: function ifnull")) << output;
+
+  files.steps.erase("30_broken.sql");
+  WritePipeline(dir.path(), files);
+  std::remove((dir.path() + "/steps/30_broken.sql").c_str());
+  EXPECT_EQ(RunSluice({"validate", dir.path()}, &output), 0) << output;
+  PgClient pg(url);
+  ASSERT_TRUE(pg.ok()) << pg.error();
+  // Neither the pipeline's tables nor the catalog were created in the live
+  // schema, and the scratch schema is gone.
+  EXPECT_EQ(pg.One("select count(*) from pg_tables where schemaname = 'public'"), "0");
+  EXPECT_EQ(pg.One("select count(*) from pg_namespace where nspname like 'sluice_scratch%'"), "0");
+}
+
 TEST_F(Postgres, MalformedMessagesGoToTheQuarantineWithTheirReason) {
   WritePipeline(dir.path(), Upserts());
   ProduceValues(brokers, "events", {R"({"id":"ok1","amount":1})", R"({"id":"bad","amount":"abc"})", "not json",
