@@ -1,3 +1,6 @@
+-- PostgreSQL runs schema.postgres.sql: the same tables, and the view without
+-- julianday().
+
 -- The latest version of each payment.
 create table if not exists payments (
   payment_id        text primary key,

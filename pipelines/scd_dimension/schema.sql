@@ -1,3 +1,6 @@
+-- PostgreSQL runs schema.postgres.sql, and creates the view below in
+-- steps/00_current_region_view.postgres.sql (it reads the seed table stores).
+
 -- Each sale with the store's region at the time of the sale (type 2: the
 -- value is fixed when the sale is processed).
 create table if not exists sales_curated (

@@ -2,7 +2,7 @@
 -- Within the batch, the first copy (lowest offset) wins; across batches,
 -- "not exists" skips events that an earlier batch already stored.
 
-drop table if exists temp.new_views;
+drop table if exists new_views;
 
 create temp table new_views as
 select event_id, page, user_id, viewed_at, _kafka_offset

@@ -1,5 +1,6 @@
 -- Append the new events, then count only them: views_daily never sees a
 -- duplicate, so adding to it is safe.
+-- PostgreSQL runs 20_store.postgres.sql: it has no date(text).
 
 insert into page_views (event_id, page, user_id, viewed_at, _kafka_offset)
 select event_id, page, user_id, viewed_at, _kafka_offset

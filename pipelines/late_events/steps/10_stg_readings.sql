@@ -4,14 +4,20 @@
 -- values the time functions accept (years 0000 to 9999): an error there
 -- would fail the batch.
 
-drop table if exists temp.stg_readings;
+drop table if exists stg_readings;
 
 create temp table stg_readings as
 select
   device_id,
   celsius,
   measured_ms,
-  max(_kafka_timestamp, measured_ms) as arrived_ms,
+  -- The later of the two, NULL when the broker gave no timestamp: SQLite's
+  -- max(a, b) written so that PostgreSQL runs it too (its greatest() would
+  -- skip the NULL).
+  case
+    when _kafka_timestamp > measured_ms then _kafka_timestamp
+    when _kafka_timestamp <= measured_ms then measured_ms
+  end as arrived_ms,
   _kafka_partition,
   _kafka_offset
 from batch

@@ -12,7 +12,7 @@ from (
       order by measured_ms desc, _kafka_partition desc, _kafka_offset desc
     ) as newest_rank
   from stg_readings as r
-)
+) as ranked
 where newest_rank = 1
 on conflict (device_id) do update set
   celsius       = excluded.celsius,

@@ -14,8 +14,12 @@ where arrived_ms - measured_ms <= 3600000
 group by 1, 2
 on conflict (device_id, hour) do update set
   readings    = readings_hourly.readings + excluded.readings,
-  min_celsius = min(readings_hourly.min_celsius, excluded.min_celsius),
-  max_celsius = max(readings_hourly.max_celsius, excluded.max_celsius),
+  -- SQLite's min(a, b) and max(a, b) as CASE, which PostgreSQL runs too
+  -- (neither side is NULL here).
+  min_celsius = case when excluded.min_celsius < readings_hourly.min_celsius
+                     then excluded.min_celsius else readings_hourly.min_celsius end,
+  max_celsius = case when excluded.max_celsius > readings_hourly.max_celsius
+                     then excluded.max_celsius else readings_hourly.max_celsius end,
   sum_celsius = readings_hourly.sum_celsius + excluded.sum_celsius;
 
 insert into late_readings (device_id, celsius, measured_at, arrived_at, late_minutes)

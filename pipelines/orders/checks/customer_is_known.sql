@@ -7,4 +7,4 @@ select o.order_id, o.customer_id
 from orders_curated as o
 left join customers as c on c.customer_id = o.customer_id
 where c.customer_id is null
-  and o.order_id in (select order_id from temp.stg_orders);
+  and o.order_id in (select order_id from stg_orders);

@@ -5,6 +5,7 @@
 -- event with a status, whichever batch it came in: events without one keep
 -- the status the order already had, and the result does not depend on where
 -- batch boundaries fall.
+-- PostgreSQL runs 10_dedup.postgres.sql, the same with its date functions.
 
 drop table if exists temp.stg_orders;
 

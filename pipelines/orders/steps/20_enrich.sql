@@ -1,7 +1,7 @@
 -- int_orders: stg_orders joined to the customers and products seeds.
 -- Unknown customers or products keep the order, with region/category 'unknown'.
 
-drop table if exists temp.int_orders;
+drop table if exists int_orders;
 
 create temp table int_orders as
 select
@@ -29,7 +29,7 @@ left join products  as p on p.product_id  = o.product_id;
 -- The stored rows of the orders in this batch, as they are before
 -- 30_upsert.sql changes them: 40_revenue.sql takes their contribution out of
 -- revenue_hourly and adds the rows as they are after.
-drop table if exists temp.orders_before;
+drop table if exists orders_before;
 
 create temp table orders_before as
 select c.order_id, c.event_hour, c.region, c.category, c.currency, c.amount, c.status

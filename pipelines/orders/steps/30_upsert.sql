@@ -4,6 +4,7 @@
 -- and the same version read again (after `sluice reset`) is rewritten, so a
 -- fixed step applies to reprocessed data. The status follows its own, newer
 -- event, even when that event arrived late.
+-- PostgreSQL runs 30_upsert.postgres.sql, the same with its clock.
 
 insert into orders_curated (
   order_id, customer_id, customer_name, region, product_id, product_name, category,

@@ -4,7 +4,7 @@
 -- cost follows the batch, not the table. (The rolling_aggregates recipe shows the other
 -- way: recompute the touched groups from the curated table.)
 
-drop table if exists temp.revenue_delta;
+drop table if exists revenue_delta;
 
 create temp table revenue_delta as
 select hour, region, category, currency, sum(orders) as orders, sum(revenue) as revenue
@@ -19,16 +19,18 @@ from (
   from orders_curated as c
   join int_orders as i on i.order_id = c.order_id
   where c.status <> 'cancelled' and c.event_hour is not null
-)
+) as changes
 group by 1, 2, 3, 4;
 
+-- round(cast(x as numeric), 2): PostgreSQL rounds to decimals only a numeric;
+-- SQLite's cast leaves a REAL as it is, so its round() sees the same value.
 insert into revenue_hourly (hour, region, category, currency, orders, revenue)
-select hour, region, category, currency, orders, round(revenue, 2)
+select hour, region, category, currency, orders, round(cast(revenue as numeric), 2)
 from revenue_delta
 where true  -- lets SQLite parse the ON CONFLICT clause after a SELECT
 on conflict (hour, region, category, currency) do update set
   orders  = revenue_hourly.orders + excluded.orders,
-  revenue = round(revenue_hourly.revenue + excluded.revenue, 2);
+  revenue = round(cast(revenue_hourly.revenue + excluded.revenue as numeric), 2);
 
 delete from revenue_hourly
 where orders = 0

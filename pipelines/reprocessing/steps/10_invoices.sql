@@ -1,8 +1,9 @@
 -- The latest version of each invoice. The version stored is replaced by a
 -- newer one OR BY THE SAME ONE read again (>=): after `sluice reset`, the
 -- replayed messages are rewritten with the current SQL.
+-- PostgreSQL runs 10_invoices.postgres.sql: it has no strftime().
 
-drop table if exists temp.stg_invoices;
+drop table if exists stg_invoices;
 
 create temp table stg_invoices as
 select
@@ -19,11 +20,11 @@ from (
     row_number() over (partition by invoice_id order by _kafka_timestamp desc, _kafka_offset desc) as version_rank
   from batch
   where invoice_id is not null
-)
+) as versions
 where version_rank = 1;
 
 -- Months to recompute: where the invoices were and where they are now.
-drop table if exists temp.touched_months;
+drop table if exists touched_months;
 
 create temp table touched_months as
 select i.issued_month as month

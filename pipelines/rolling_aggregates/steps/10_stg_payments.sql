@@ -1,8 +1,9 @@
 -- stg_payments: the versions in this batch that change a payment (newer
 -- than the stored one, by broker timestamp then offset), each with the
 -- stored version it replaces (old_*: NULL for a new payment).
+-- PostgreSQL runs 10_stg_payments.postgres.sql: it has no date(text).
 
-drop table if exists temp.stg_payments;
+drop table if exists stg_payments;
 
 create temp table stg_payments as
 select

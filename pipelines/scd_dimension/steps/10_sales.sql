@@ -3,6 +3,7 @@
 -- "still valid". julianday() compares ISO-8601 times whatever their
 -- precision or offset, and gives NULL (no match: 'unknown') for garbage.
 -- A sale does not change once made: a second delivery rewrites the row.
+-- PostgreSQL runs 10_sales.postgres.sql: it has no julianday().
 
 insert into sales_curated (sale_id, store_id, amount, sold_at, region_at_sale, _kafka_offset)
 select
