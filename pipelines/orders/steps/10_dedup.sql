@@ -7,7 +7,7 @@
 -- batch boundaries fall.
 -- PostgreSQL runs 10_dedup.postgres.sql, the same with its date functions.
 
-drop table if exists temp.stg_orders;
+drop table if exists stg_orders;
 
 create temp table stg_orders as
 with raw as (
