@@ -24,10 +24,14 @@ group by 1, 2, 3, 4;
 
 -- round(cast(x as numeric), 2): PostgreSQL rounds to decimals only a numeric;
 -- SQLite's cast leaves a REAL as it is, so its round() sees the same value.
+-- In key order: workers of one group that upsert the same hours take the
+-- rows' locks in the same order, so they wait for each other instead of
+-- deadlocking.
 insert into revenue_hourly (hour, region, category, currency, orders, revenue)
 select hour, region, category, currency, orders, round(cast(revenue as numeric), 2)
 from revenue_delta
 where true  -- lets SQLite parse the ON CONFLICT clause after a SELECT
+order by hour, region, category, currency
 on conflict (hour, region, category, currency) do update set
   orders  = revenue_hourly.orders + excluded.orders,
   revenue = round(cast(revenue_hourly.revenue + excluded.revenue as numeric), 2);
