@@ -15,9 +15,7 @@
 #include <signal.h>
 
 #include <algorithm>
-#include <cctype>
 #include <chrono>
-#include <cstdlib>
 #include <functional>
 #include <iostream>
 #include <map>
@@ -33,217 +31,36 @@
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
 
+#include "crash_workload.h"
 #include "test_support.h"
 
 namespace sluice {
 namespace {
 
 using testing::Child;
+using testing::ComputeReference;
 using testing::Contains;
 using testing::CountOccurrences;
+using testing::CrashCase;
+using testing::CrashCaseName;
+using testing::CrashCases;
+using testing::CrashSeed;
+using testing::InitialRegions;
+using testing::kCrashPartitions;
+using testing::kCrashTopic;
+using testing::Reference;
 using testing::RunToEnd;
+using testing::SeedCsv;
 using testing::TryQueryOne;
+using testing::Workload;
 using Rows = std::vector<std::string>;
 using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
 
-constexpr int kPartitions = 4;
-constexpr const char* kTopic = "events";
+// The pipeline, its events and the reference they are checked against are
+// crash_workload.h's, shared with the PostgreSQL harness; what is here reads
+// SQLite back and kills the process.
 constexpr const char* kGroup = "crash-group";
-
-// ---------------------------------------------------------------------------
-// The pipeline: a seed, a dedup+upsert step, an append-only audit step and
-// an additive totals step (which doubles if a batch is applied twice).
-
-std::string PipelineConf(const std::string& brokers, bool group) {
-  std::string conf = "[source]\nbrokers = " + brokers + "\ntopic = " + kTopic + "\ngroup = " + kGroup +
-                     "\nstart = earliest\nconnect_timeout = 15s\n";
-  if (group) conf += "assignment = group\n";
-  conf +=
-      "[batch]\nmax_messages = 40\nmax_wait = 500ms\n"
-      "[columns]\neid = TEXT\nid = TEXT\ncustomer = TEXT\ncents = INTEGER\nversion = INTEGER\n"
-      "[target]\ndatabase = pipeline.db\n"
-      // Without it the first fetch after start-up waits out the default
-      // 500 ms long poll (about 1.5 s per run against the embedded broker).
-      "[kafka]\nfetch.wait.max.ms = 100\n";
-  if (group) conf += "session.timeout.ms = 6000\nheartbeat.interval.ms = 500\n";
-  return conf;
-}
-
-const char* kSchema = R"sql(
-CREATE TABLE IF NOT EXISTS curated (
-  id TEXT PRIMARY KEY, customer TEXT, region TEXT, cents INTEGER, version INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS history (part INTEGER, off INTEGER, eid TEXT, run_id INTEGER);
-CREATE TABLE IF NOT EXISTS totals (customer TEXT PRIMARY KEY, n INTEGER NOT NULL, cents INTEGER NOT NULL);
-)sql";
-
-// Keeps the latest version of each id (within the batch, then against the
-// table): the result does not depend on the order batches arrive in.
-const char* kUpsertStep = R"sql(
-INSERT INTO curated(id, customer, region, cents, version)
-SELECT d.id, d.customer, c.region, d.cents, d.version
-FROM (SELECT id, customer, cents, version,
-             row_number() OVER (PARTITION BY id ORDER BY version DESC) AS rn
-      FROM batch WHERE id IS NOT NULL) AS d
-LEFT JOIN customers AS c ON c.customer = d.customer
-WHERE d.rn = 1
-ON CONFLICT(id) DO UPDATE SET customer = excluded.customer, region = excluded.region,
-  cents = excluded.cents, version = excluded.version
-WHERE excluded.version > curated.version;
-)sql";
-
-// Every batch row, no key: a message processed twice is there twice.
-const char* kAuditStep = R"sql(
-INSERT INTO history(part, off, eid, run_id)
-SELECT _kafka_partition, _kafka_offset, eid,
-       (SELECT max(run_id) FROM _sluice_runs WHERE status = 'running')
-FROM batch;
-)sql";
-
-const char* kTotalsStep = R"sql(
-INSERT INTO totals(customer, n, cents)
-SELECT customer, count(*), sum(cents) FROM batch WHERE customer IS NOT NULL GROUP BY customer
-ON CONFLICT(customer) DO UPDATE SET n = n + excluded.n, cents = cents + excluded.cents;
-)sql";
-
-const std::vector<std::string> kStepFiles = {"10_upsert.sql", "20_audit.sql", "30_totals.sql"};
-
-std::string SeedCsv(const std::map<std::string, std::string>& regions) {
-  std::string csv = "customer,region\n";
-  for (const auto& [customer, region] : regions) csv += customer + "," + region + "\n";
-  return csv;
-}
-
-std::map<std::string, std::string> InitialRegions() {
-  // c8 and c9 have no seed row: their region is NULL.
-  return {{"c0", "north"}, {"c1", "south"}, {"c2", "east"}, {"c3", "west"},
-          {"c4", "north"}, {"c5", "south"}, {"c6", "east"}, {"c7", "west"}};
-}
-
-void WriteCrashPipeline(const std::string& dir, const std::string& brokers, bool group,
-                        const std::map<std::string, std::string>& regions) {
-  testing::PipelineFiles files;
-  files.conf = PipelineConf(brokers, group);
-  files.schema = kSchema;
-  files.steps[kStepFiles[0]] = kUpsertStep;
-  files.steps[kStepFiles[1]] = kAuditStep;
-  files.steps[kStepFiles[2]] = kTotalsStep;
-  files.seeds["customers.csv"] = SeedCsv(regions);
-  testing::WritePipeline(dir, files);
-}
-
-// ---------------------------------------------------------------------------
-// The produced events and the reference computed from them.
-
-struct Event {
-  int32_t partition = 0;
-  int64_t offset = 0;
-  std::string eid;
-  std::string key;
-  std::string customer;
-  int64_t cents = 0;
-  int64_t version = 0;
-  bool valid = true;  // invalid ones carry "cents":"lots" and are quarantined
-};
-
-class Workload {
- public:
-  Workload(std::string brokers, uint32_t seed) : brokers_(std::move(brokers)), rng_(seed) {}
-
-  // Produces `count` events to random partitions. Offsets are known because
-  // one producer per call delivers each partition in order, and this is the
-  // only producer.
-  void Produce(int count, int customers = 10, std::optional<std::string> extra_customer = std::nullopt) {
-    if (count <= 0) return;
-    std::vector<OutgoingMessage> messages;
-    std::vector<Event> made;
-    std::uniform_int_distribution<int> partition(0, kPartitions - 1);
-    std::uniform_int_distribution<int> key(0, 59);
-    std::uniform_int_distribution<int> customer(0, customers - 1);
-    std::uniform_int_distribution<int> cents(1, 100000);
-    std::uniform_int_distribution<int> percent(0, 99);
-    for (int i = 0; i < count; ++i) {
-      Event event;
-      event.partition = partition(rng_);
-      event.offset = next_offset_[event.partition]++;
-      event.version = ++next_version_;
-      event.eid = "e" + std::to_string(event.version);
-      event.key = "k" + std::to_string(key(rng_));
-      event.customer = extra_customer && percent(rng_) < 30 ? *extra_customer : "c" + std::to_string(customer(rng_));
-      event.cents = cents(rng_);
-      event.valid = percent(rng_) >= 4;
-      OutgoingMessage message;
-      message.key = event.key;
-      message.partition = event.partition;
-      message.value = R"({"eid":")" + event.eid + R"(","id":")" + event.key + R"(","customer":")" + event.customer +
-                      R"(","cents":)" + (event.valid ? std::to_string(event.cents) : std::string(R"("lots")")) +
-                      R"(,"version":)" + std::to_string(event.version) + "}";
-      messages.push_back(std::move(message));
-      made.push_back(std::move(event));
-    }
-    Status st = ProduceMessages(brokers_, kTopic, messages);
-    ASSERT_TRUE(st.ok()) << st.message();
-    events_.insert(events_.end(), made.begin(), made.end());
-  }
-
-  const std::vector<Event>& events() const { return events_; }
-  std::map<int32_t, int64_t> ends() const {
-    std::map<int32_t, int64_t> ends;
-    for (int32_t p = 0; p < kPartitions; ++p) {
-      if (next_offset_[p] > 0) ends[p] = next_offset_[p];
-    }
-    return ends;
-  }
-  std::mt19937& rng() { return rng_; }
-
- private:
-  std::string brokers_;
-  std::mt19937 rng_;
-  int64_t next_offset_[kPartitions] = {0, 0, 0, 0};
-  int64_t next_version_ = 0;
-  std::vector<Event> events_;
-};
-
-struct Reference {
-  Rows curated;   // id|customer|region|cents|version
-  Rows totals;    // customer|n|cents
-  Rows ledger;    // part|off|eid, staged and quarantined alike
-  int64_t valid = 0;
-  int64_t invalid = 0;
-};
-
-// What the database must hold once it has processed, in each partition, the
-// events below `upto[partition]`.
-Reference ComputeReference(const std::vector<Event>& events, const std::map<int32_t, int64_t>& upto,
-                           const std::map<std::string, std::string>& regions) {
-  Reference ref;
-  std::map<std::string, const Event*> latest;
-  std::map<std::string, std::pair<int64_t, int64_t>> totals;
-  for (const auto& event : events) {
-    auto limit = upto.find(event.partition);
-    if (limit == upto.end() || event.offset >= limit->second) continue;
-    ref.ledger.push_back(std::to_string(event.partition) + "|" + std::to_string(event.offset) + "|" + event.eid);
-    if (!event.valid) {
-      ++ref.invalid;
-      continue;
-    }
-    ++ref.valid;
-    const Event*& best = latest[event.key];
-    if (best == nullptr || best->version < event.version) best = &event;
-    auto& total = totals[event.customer];
-    total.first += 1;
-    total.second += event.cents;
-  }
-  for (const auto& [key, event] : latest) {
-    auto region = regions.find(event->customer);
-    ref.curated.push_back(key + "|" + event->customer + "|" + (region == regions.end() ? "NULL" : region->second) +
-                          "|" + std::to_string(event->cents) + "|" + std::to_string(event->version));
-  }
-  for (const auto& [customer, total] : totals) {
-    ref.totals.push_back(customer + "|" + std::to_string(total.first) + "|" + std::to_string(total.second));
-  }
-  return ref;
-}
 
 // Checks the database against the events. With `complete`, the stored offsets
 // must be the end offsets; otherwise any stored offsets are accepted and the
@@ -264,7 +81,7 @@ std::string CheckDatabase(const std::string& db, const Workload& workload,
   };
   std::map<int32_t, int64_t> stored;
   for (const auto& row : query(std::string("SELECT \"partition\" || '|' || next_offset FROM _sluice_offsets "
-                                           "WHERE topic = '") + kTopic + "'")) {
+                                           "WHERE topic = '") + kCrashTopic + "'")) {
     size_t bar = row.find('|');
     stored[std::stoi(row.substr(0, bar))] = std::stoll(row.substr(bar + 1));
   }
@@ -358,13 +175,15 @@ int64_t CountOkRuns(const std::string& db) {
   return count ? std::stoll(*count) : 0;
 }
 
-// Every test: an embedded broker with kTopic in kPartitions partitions and
-// the crash pipeline on it (with the seed `regions`) in the fixture's directory.
+// Every test: an embedded broker with kCrashTopic in kCrashPartitions
+// partitions and the crash pipeline on it (with the seed `regions`) in the
+// fixture's directory.
 class CrashHarness : public testing::BrokerTest {
  protected:
   void Start(bool group) {
-    ASSERT_NO_FATAL_FAILURE(StartEmbeddedBroker(kTopic, kPartitions));
-    WriteCrashPipeline(dir.path(), brokers, group, regions);
+    ASSERT_NO_FATAL_FAILURE(StartEmbeddedBroker(kCrashTopic, kCrashPartitions));
+    testing::WriteCrashPipeline(dir.path(), testing::CrashPipelineConf(brokers, kGroup, "pipeline.db", group),
+                                testing::kSqliteCrashDialect, regions);
   }
 
   std::map<std::string, std::string> regions = InitialRegions();
@@ -372,20 +191,6 @@ class CrashHarness : public testing::BrokerTest {
 
 // ---------------------------------------------------------------------------
 // a. Every named crash point, deterministically.
-
-struct CrashCase {
-  std::string point;
-  bool commits_first_batch;  // the batch is committed to SQLite before the kill
-};
-
-std::vector<CrashCase> CrashCases() {
-  std::vector<CrashCase> cases = {{"after_fetch", false}, {"after_seeds", false}, {"after_stage", false}};
-  for (const auto& step : kStepFiles) cases.push_back({"after_step:steps/" + step, false});
-  cases.push_back({"before_sqlite_commit", false});
-  cases.push_back({"after_sqlite_commit", true});
-  cases.push_back({"after_kafka_commit", true});
-  return cases;
-}
 
 class CrashPointTest : public CrashHarness, public ::testing::WithParamInterface<CrashCase> {};
 
@@ -413,7 +218,7 @@ TEST_P(CrashPointTest, KilledAtPointThenRestartedLosesAndDoublesNothing) {
   ASSERT_EQ(code, 0) << output;
   regions["c10"] = "central";  // only events produced from now on use c10
   testing::WriteFile(dir / "seeds/customers.csv", SeedCsv(regions));
-  ASSERT_NO_FATAL_FAILURE(workload.Produce(80, 10, std::string("c10")));
+  ASSERT_NO_FATAL_FAILURE(workload.Produce(80, "c10"));
   int64_t before = CountOkRuns(db);
   code = RunToEnd(run, log, &output, {crash_env});
   ASSERT_EQ(code, 137) << "expected SIGKILL at " << crash.point << "\n" << output;
@@ -430,28 +235,15 @@ TEST_P(CrashPointTest, KilledAtPointThenRestartedLosesAndDoublesNothing) {
   EXPECT_EQ(TryQueryOne(db, "SELECT count(*) FROM _sluice_runs WHERE status <> 'ok'"), "0");
 }
 
-INSTANTIATE_TEST_SUITE_P(NamedPoints, CrashPointTest, ::testing::ValuesIn(CrashCases()),
-                         [](const ::testing::TestParamInfo<CrashCase>& info) {
-                           std::string name;
-                           for (char c : info.param.point) name += std::isalnum(static_cast<unsigned char>(c)) ? c : '_';
-                           return name;
-                         });
+INSTANTIATE_TEST_SUITE_P(NamedPoints, CrashPointTest, ::testing::ValuesIn(CrashCases()), CrashCaseName);
 
 // ---------------------------------------------------------------------------
 // b. Kills at random moments.
-
-uint32_t CrashSeed() {
-  const char* text = std::getenv("SLUICE_CRASH_SEED");
-  if (text != nullptr && *text != '\0') return static_cast<uint32_t>(std::strtoul(text, nullptr, 10));
-  return std::random_device{}();
-}
 
 class RandomCrash : public CrashHarness {};
 
 TEST_F(RandomCrash, FiftyRandomKillsThenCleanRunLoseAndDoubleNothing) {
   const uint32_t seed = CrashSeed();
-  std::cout << "[ crash seed ] SLUICE_CRASH_SEED=" << seed << " (set it to replay this run)" << std::endl;
-  ::testing::Test::RecordProperty("crash_seed", std::to_string(seed));
 
   ASSERT_NO_FATAL_FAILURE(Start(/*group=*/false));
   Workload workload(brokers, seed);
@@ -558,7 +350,7 @@ TEST_F(GroupCrash, MemberKilledMidRunSurvivorTakesOverLosingAndDoublingNothing) 
     }
     return done();
   };
-  const std::string assigned = std::string("group ") + kGroup + " assigned " + kTopic + "[";
+  const std::string assigned = std::string("group ") + kGroup + " assigned " + kCrashTopic + "[";
 
   Child survivor(run, dir / "survivor.log");
   ASSERT_TRUE(pump([&] { return Contains(survivor.full_output(), assigned); }, milliseconds(20000)))

@@ -19,7 +19,6 @@
 #include <cctype>
 #include <chrono>
 #include <cstdio>
-#include <cstdlib>
 #include <iostream>
 #include <map>
 #include <optional>
@@ -29,6 +28,7 @@
 #include <thread>
 #include <vector>
 
+#include "crash_workload.h"
 #include "pg_server.h"
 #include "test_support.h"
 
@@ -39,53 +39,10 @@ using RowList = std::vector<std::string>;
 using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
 
-constexpr int kPartitions = 4;
-constexpr const char* kTopic = "events";
+// The pipeline, its events and the reference they are checked against are
+// crash_workload.h's, shared with the SQLite harness; what is here reads
+// PostgreSQL back (with libpq) and checks what a killed session leaves.
 constexpr const char* kGroup = "pg-crash";  // the pipeline's key in _sluice_offsets and its advisory lock
-
-// ---------------------------------------------------------------------------
-// The pipeline: a seed, a dedup+upsert step, an append-only audit step and an
-// additive totals step (which doubles if a batch is applied twice), in SQL
-// PostgreSQL accepts.
-
-const char* kSchema = R"sql(
-create table if not exists curated (
-  id text primary key, customer text, region text, cents bigint, version bigint not null);
-create table if not exists history (part integer, off bigint, eid text, run_id bigint);
-create table if not exists totals (customer text primary key, n bigint not null, cents bigint not null);
-)sql";
-
-// The latest version of each id, within the batch and then against the
-// table: the result does not depend on the order batches arrive in.
-const char* kUpsertStep = R"sql(
-insert into curated (id, customer, region, cents, version)
-select d.id, d.customer, c.region, d.cents, d.version
-from (select id, customer, cents, version,
-             row_number() over (partition by id order by version desc) as rn
-      from batch where id is not null) as d
-left join customers as c on c.customer = d.customer
-where d.rn = 1
-on conflict (id) do update set customer = excluded.customer, region = excluded.region,
-  cents = excluded.cents, version = excluded.version
-where excluded.version > curated.version;
-)sql";
-
-// Every batch row, no key: a message processed twice is there twice. The
-// batch's own run is the one 'running' row its transaction can see.
-const char* kAuditStep = R"sql(
-insert into history (part, off, eid, run_id)
-select _kafka_partition, _kafka_offset, eid,
-       (select max(run_id) from _sluice_runs where status = 'running')
-from batch;
-)sql";
-
-const char* kTotalsStep = R"sql(
-insert into totals (customer, n, cents)
-select customer, count(*), sum(cents) from batch where customer is not null group by customer
-on conflict (customer) do update set n = totals.n + excluded.n, cents = totals.cents + excluded.cents;
-)sql";
-
-const std::vector<std::string> kStepFiles = {"10_upsert.sql", "20_audit.sql", "30_totals.sql"};
 
 // The tables a run may leave in the database (anything else, a staging table
 // made permanent or half a seed reload, is left behind by a kill).
@@ -94,137 +51,15 @@ const std::set<std::string> kTables = {"curated",         "history",       "tota
                                        "_sluice_checks",  "_sluice_quarantine", "_sluice_seeds",
                                        "_sluice_inputs"};
 
-std::map<std::string, std::string> InitialRegions() {
-  // c8 and c9 have no seed row: their region is NULL.
-  return {{"c0", "north"}, {"c1", "south"}, {"c2", "east"}, {"c3", "west"},
-          {"c4", "north"}, {"c5", "south"}, {"c6", "east"}, {"c7", "west"}};
-}
-
-std::string SeedCsv(const std::map<std::string, std::string>& regions) {
-  std::string csv = "customer,region\n";
-  for (const auto& [customer, region] : regions) csv += customer + "," + region + "\n";
-  return csv;
-}
-
-// ---------------------------------------------------------------------------
-// The produced events and the reference computed from them.
-
-struct Event {
-  int32_t partition = 0;
-  int64_t offset = 0;
-  std::string eid, key, customer;
-  int64_t cents = 0;
-  int64_t version = 0;
-  bool valid = true;  // invalid ones carry "cents":"lots" and are quarantined
-};
-
-class Workload {
- public:
-  Workload(std::string brokers, uint32_t seed) : brokers_(std::move(brokers)), rng_(seed) {}
-
-  // Produces `count` events to random partitions; 30% of them name
-  // `extra_customer` when given. This is the only producer and one call
-  // delivers each partition in order, so the offsets are known.
-  void Produce(int count, const std::string& extra_customer = "") {
-    std::vector<OutgoingMessage> messages;
-    std::vector<Event> made;
-    std::uniform_int_distribution<int> partition(0, kPartitions - 1), key(0, 59), customer(0, 9),
-        cents(1, 100000), percent(0, 99);
-    for (int i = 0; i < count; ++i) {
-      Event event;
-      event.partition = partition(rng_);
-      event.offset = next_offset_[event.partition]++;
-      event.version = ++next_version_;
-      event.eid = "e" + std::to_string(event.version);
-      event.key = "k" + std::to_string(key(rng_));
-      event.customer = !extra_customer.empty() && percent(rng_) < 30 ? extra_customer
-                                                                      : "c" + std::to_string(customer(rng_));
-      event.cents = cents(rng_);
-      event.valid = percent(rng_) >= 4;
-      OutgoingMessage message;
-      message.key = event.key;
-      message.partition = event.partition;
-      message.value = R"({"eid":")" + event.eid + R"(","id":")" + event.key + R"(","customer":")" + event.customer +
-                      R"(","cents":)" + (event.valid ? std::to_string(event.cents) : std::string(R"("lots")")) +
-                      R"(,"version":)" + std::to_string(event.version) + "}";
-      messages.push_back(std::move(message));
-      made.push_back(std::move(event));
-    }
-    Status st = ProduceMessages(brokers_, kTopic, messages);
-    ASSERT_TRUE(st.ok()) << st.message();
-    events_.insert(events_.end(), made.begin(), made.end());
-  }
-
-  const std::vector<Event>& events() const { return events_; }
-  std::map<int32_t, int64_t> ends() const {
-    std::map<int32_t, int64_t> ends;
-    for (const auto& [partition, next] : next_offset_) ends[partition] = next;
-    return ends;
-  }
-  std::mt19937& rng() { return rng_; }
-
- private:
-  std::string brokers_;
-  std::mt19937 rng_;
-  std::map<int32_t, int64_t> next_offset_;
-  int64_t next_version_ = 0;
-  std::vector<Event> events_;
-};
-
-struct Reference {
-  RowList curated;  // id|customer|region|cents|version
-  RowList totals;   // customer|n|cents
-  RowList ledger;   // part|off|eid, staged and quarantined alike
-  int64_t valid = 0, invalid = 0;
-};
-
-// What the database must hold once it has processed, in each partition, the
-// events below `upto[partition]`.
-Reference ComputeReference(const std::vector<Event>& events, const std::map<int32_t, int64_t>& upto,
-                           const std::map<std::string, std::string>& regions) {
-  Reference ref;
-  std::map<std::string, const Event*> latest;
-  std::map<std::string, std::pair<int64_t, int64_t>> totals;
-  for (const auto& event : events) {
-    auto limit = upto.find(event.partition);
-    if (limit == upto.end() || event.offset >= limit->second) continue;
-    ref.ledger.push_back(std::to_string(event.partition) + "|" + std::to_string(event.offset) + "|" + event.eid);
-    if (!event.valid) {
-      ++ref.invalid;
-      continue;
-    }
-    ++ref.valid;
-    const Event*& best = latest[event.key];
-    if (best == nullptr || best->version < event.version) best = &event;
-    totals[event.customer].first += 1;
-    totals[event.customer].second += event.cents;
-  }
-  for (const auto& [key, event] : latest) {
-    auto region = regions.find(event->customer);
-    ref.curated.push_back(key + "|" + event->customer + "|" + (region == regions.end() ? "NULL" : region->second) +
-                          "|" + std::to_string(event->cents) + "|" + std::to_string(event->version));
-  }
-  for (const auto& [customer, total] : totals) {
-    ref.totals.push_back(customer + "|" + std::to_string(total.first) + "|" + std::to_string(total.second));
-  }
-  return ref;
-}
-
 std::string Describe(const std::map<int32_t, int64_t>& offsets) {
   std::string out;
   for (const auto& [partition, offset] : offsets) out += " [" + std::to_string(partition) + "]=" + std::to_string(offset);
   return out.empty() ? " (none)" : out;
 }
 
-uint32_t CrashSeed() {
-  const char* text = std::getenv("SLUICE_CRASH_SEED");
-  if (text != nullptr && *text != '\0') return static_cast<uint32_t>(std::strtoul(text, nullptr, 10));
-  return std::random_device{}();
-}
-
 // ---------------------------------------------------------------------------
 // Every test: a fresh database on the shared server, an embedded broker with
-// kTopic in kPartitions partitions and the crash pipeline on both.
+// kCrashTopic in kCrashPartitions partitions and the crash pipeline on both.
 
 class PgCrash : public BrokerTest {
  protected:
@@ -232,24 +67,11 @@ class PgCrash : public BrokerTest {
     std::string error;
     url = FreshDatabase(&error);
     ASSERT_FALSE(url.empty()) << "PostgreSQL: " << error;
-    ASSERT_NO_FATAL_FAILURE(StartEmbeddedBroker(kTopic, kPartitions));
+    ASSERT_NO_FATAL_FAILURE(StartEmbeddedBroker(kCrashTopic, kCrashPartitions));
     pg = std::make_unique<PgClient>(url);
     ASSERT_TRUE(pg->ok()) << pg->error();
-    PipelineFiles files;
-    files.conf = "[source]\nbrokers = " + brokers + "\ntopic = " + kTopic + "\ngroup = " + kGroup +
-                 "\nstart = earliest\nconnect_timeout = 15s\n"
-                 "[batch]\nmax_messages = 40\nmax_wait = 500ms\n"
-                 "[columns]\neid = TEXT\nid = TEXT\ncustomer = TEXT\ncents = INTEGER\nversion = INTEGER\n"
-                 "[target]\ndatabase = " + url + "\n"
-                 // Without it the first fetch after start-up waits out the
-                 // default 500 ms long poll of the embedded broker.
-                 "[kafka]\nfetch.wait.max.ms = 100\n";
-    files.schema = kSchema;
-    files.steps[kStepFiles[0]] = kUpsertStep;
-    files.steps[kStepFiles[1]] = kAuditStep;
-    files.steps[kStepFiles[2]] = kTotalsStep;
-    files.seeds["customers.csv"] = SeedCsv(regions);
-    WritePipeline(dir.path(), files);
+    WriteCrashPipeline(dir.path(), CrashPipelineConf(brokers, kGroup, url, /*group_assignment=*/false),
+                       kPostgresCrashDialect, regions);
   }
 
   // The rows of `sql`; a failing query is a problem appended to *problems.
@@ -280,7 +102,7 @@ class PgCrash : public BrokerTest {
     if (installed) {
       for (const auto& row : Rows(std::string("select \"partition\" || '|' || next_offset from _sluice_offsets "
                                               "where next_offset > 0 and pipeline = '") +
-                                      kGroup + "' and topic = '" + kTopic + "'",
+                                      kGroup + "' and topic = '" + kCrashTopic + "'",
                                   &problems)) {
         size_t bar = row.find('|');
         stored[std::stoi(row.substr(0, bar))] = std::stoll(row.substr(bar + 1));
@@ -404,24 +226,6 @@ class PgCrash : public BrokerTest {
 // ---------------------------------------------------------------------------
 // a. Every named crash point, deterministically.
 
-struct CrashCase {
-  std::string point;
-  bool commits_first;  // the batch's transaction has committed before the kill
-};
-
-// The point's name in failure messages, not the bytes of the struct.
-void PrintTo(const CrashCase& crash, std::ostream* out) { *out << crash.point; }
-
-std::vector<CrashCase> CrashCases() {
-  std::vector<CrashCase> cases = {{"after_fetch", false}, {"after_seeds", false}, {"after_stage", false}};
-  for (const auto& step : kStepFiles) cases.push_back({"after_step:steps/" + step, false});
-  // The engine's names for the target's commit, whichever the target is.
-  cases.push_back({"before_sqlite_commit", false});
-  cases.push_back({"after_sqlite_commit", true});
-  cases.push_back({"after_kafka_commit", true});
-  return cases;
-}
-
 class PgCrashPoint : public PgCrash, public ::testing::WithParamInterface<CrashCase> {};
 
 TEST_P(PgCrashPoint, KilledAtPointThenRestartedLosesAndDoublesNothing) {
@@ -430,7 +234,7 @@ TEST_P(PgCrashPoint, KilledAtPointThenRestartedLosesAndDoublesNothing) {
   ASSERT_NO_FATAL_FAILURE(workload.Produce(120));
   const std::vector<std::string> run = RunArgs("25");
   const std::string crash_env = "SLUICE_CRASH_AT=" + crash.point;
-  const int64_t committed = crash.commits_first ? 1 : 0;
+  const int64_t committed = crash.commits_first_batch ? 1 : 0;
   std::string output;
 
   // 1. Killed in the very first batch (which loads the seed too).
@@ -459,12 +263,7 @@ TEST_P(PgCrashPoint, KilledAtPointThenRestartedLosesAndDoublesNothing) {
   EXPECT_EQ(pg->One("select count(*) from _sluice_runs where status <> 'ok'"), "0");
 }
 
-INSTANTIATE_TEST_SUITE_P(NamedPoints, PgCrashPoint, ::testing::ValuesIn(CrashCases()),
-                         [](const ::testing::TestParamInfo<CrashCase>& info) {
-                           std::string name;
-                           for (char c : info.param.point) name += std::isalnum(static_cast<unsigned char>(c)) ? c : '_';
-                           return name;
-                         });
+INSTANTIATE_TEST_SUITE_P(NamedPoints, PgCrashPoint, ::testing::ValuesIn(CrashCases()), CrashCaseName);
 
 // ---------------------------------------------------------------------------
 // b. Kills at random moments: while connecting and installing the catalog,
@@ -472,8 +271,6 @@ INSTANTIATE_TEST_SUITE_P(NamedPoints, PgCrashPoint, ::testing::ValuesIn(CrashCas
 
 TEST_F(PgCrash, RandomKillsThenCleanRunLoseAndDoubleNothing) {
   const uint32_t seed = CrashSeed();
-  std::cout << "[ crash seed ] SLUICE_CRASH_SEED=" << seed << " (set it to replay this run)" << std::endl;
-  RecordProperty("crash_seed", std::to_string(seed));
   Workload workload(brokers, seed);
   std::mt19937& rng = workload.rng();
   ASSERT_NO_FATAL_FAILURE(workload.Produce(300));
