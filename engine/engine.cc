@@ -4,9 +4,11 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <cmath>
 #include <ctime>
 #include <limits>
 #include <map>
+#include <random>
 #include <thread>
 
 #include "engine/crash_point.h"
@@ -16,6 +18,23 @@ namespace sluice {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+// A batch the database aborted (Status::RetryBatch) is tried this often in
+// all. Serialization failures and deadlocks between workers upserting into
+// the same aggregate rows rarely repeat more than once or twice; a lost
+// connection needs one more attempt, which waits for the server itself
+// (the target reconnects for up to [target] busy_timeout).
+constexpr int kBatchAttempts = 4;
+// The pause before the second attempt, doubled before each further one.
+constexpr std::chrono::milliseconds kFirstRetryPause(200);
+
+// `pause` give or take a quarter, at random: two workers whose batches
+// deadlocked each other do not retry in step and collide again.
+std::chrono::milliseconds Jittered(std::chrono::milliseconds pause) {
+  static thread_local std::mt19937 random(std::random_device{}());
+  std::uniform_real_distribution<double> factor(0.75, 1.25);
+  return std::chrono::milliseconds(std::llround(static_cast<double>(pause.count()) * factor(random)));
+}
 
 double MillisSince(Clock::time_point start) {
   return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
@@ -138,29 +157,44 @@ Status Engine::RecordFailure(RunRecord record, const Status& error) {
     reported_ = stopped.message();
     return stopped;
   }
+  // A batch the database aborted is run again: a warning saying so, not an
+  // error, unless this was its last attempt.
+  const bool retried = error.code() == Status::Code::kRetryBatch && attempt_.number < attempt_.of;
+  Status failed = error;
+  if (error.code() == Status::Code::kRetryBatch && !retried && attempt_.of > 1) {
+    failed = Status::RetryBatch(error.message() + " (the batch was tried " + std::to_string(attempt_.of) +
+                                " times, each attempt rolled back; offsets unchanged)");
+  }
+  const std::string next = retried ? fmt::format("; retrying the batch (attempt {} of {}) in {:.1f}s",
+                                                 attempt_.number + 1, attempt_.of, attempt_.pause.count() / 1000.0)
+                                   : std::string();
+  auto log = [retried](const std::string& line) {
+    if (retried) {
+      spdlog::warn("{}", line);
+    } else {
+      spdlog::error("{}", line);
+    }
+  };
+  reported_ = failed.message();
   record.run_id = 0;
   record.status = "failed";
-  record.error = error.message();
+  record.error = failed.message();
   if (!target_->usable()) {
-    // The database was deleted or replaced: writing the failed run would
-    // only feed a log file nobody will read.
-    spdlog::error("batch failed: {}", error.message());
-    reported_ = error.message();
-    return error;
+    // The database was deleted or replaced, or (PostgreSQL) the connection
+    // is lost: the failed run cannot be written now.
+    log("batch failed: " + failed.message() + next);
+    return failed;
   }
-  Status recorded = [&]() -> Status {
-    Result<int64_t> id = target_->FinishRun(record);
-    if (!id.ok()) return id.status();
-    spdlog::error("run {} failed: {}", *id, error.message());
-    return Status::Ok();
-  }();
-  if (!recorded.ok()) {
+  Result<int64_t> id = target_->FinishRun(record);
+  if (id.ok()) {
+    log("run " + std::to_string(*id) + " failed: " + failed.message() + next);
+  } else {
     // The error must reach the operator even when the database cannot take
     // the failed run (locked by another connection, deleted, full).
-    spdlog::error("batch failed: {} (the failed run could not be recorded: {})", error.message(), recorded.message());
+    log("batch failed: " + failed.message() + next + " (the failed run could not be recorded: " +
+        id.status().message() + ")");
   }
-  reported_ = error.message();
-  return error;
+  return failed;
 }
 
 Result<BatchOutcome> Engine::RunBatch(const BatchOptions& options) {
@@ -171,9 +205,20 @@ Result<BatchOutcome> Engine::RunBatch(const BatchOptions& options) {
   batch_.clear();
 
   auto fetch_start = Clock::now();
-  Status fetched = source_->Fetch(pipeline_.config.max_messages, pipeline_.config.max_wait, &batch_);
+  // A retried batch's messages are known to be in the log, but the source
+  // was re-positioned after the rollback and fetches them again: wait for
+  // them as long as for a broker to answer, or the attempt would run an
+  // empty batch in their place (an attempt not made, the batch's retries
+  // starting over).
+  std::chrono::milliseconds max_wait = pipeline_.config.max_wait;
+  if (attempt_.refetch) {
+    max_wait = std::max(max_wait, std::chrono::duration_cast<std::chrono::milliseconds>(
+                                      pipeline_.config.source.connect_timeout));
+  }
+  Status fetched = source_->Fetch(pipeline_.config.max_messages, max_wait, &batch_);
   record.fetch_ms = MillisSince(fetch_start);
   if (!fetched.ok()) return RecordFailure(record, fetched);
+  attempt_.fetched = !batch_.empty();
   for (const auto& note : source_->TakeNotes()) record.notes += (record.notes.empty() ? "" : "; ") + note;
   // Taken after the fetch: a rebalance during it may have assigned partitions
   // (positioned at their stored offsets) or revoked some (their messages
@@ -217,6 +262,9 @@ Result<BatchOutcome> Engine::RunBatch(const BatchOptions& options) {
     if (!rewound.ok()) spdlog::warn("cannot re-position after the failed batch: {}", rewound.message());
     return reported;
   };
+  // From here a stop request interrupts the batch, including a target
+  // waiting for a lost database connection to come back.
+  interruptible_ = true;
   Status begun = target_->BeginBatch();
   if (!begun.ok()) return fail(begun);
   in_batch = true;
@@ -331,7 +379,10 @@ Result<BatchOutcome> Engine::RunBatch(const BatchOptions& options) {
                                          std::to_string(offset) + " but this batch started at " +
                                          (start == start_offsets.end() ? std::string("an unknown offset")
                                                                        : std::to_string(start->second)) +
-                                         "; another process advanced it, so this batch was rolled back");
+                                         "; another process advanced it, so this batch was rolled back" +
+                                         (attempt_.number > 1 ? " (or the previous attempt of this batch committed "
+                                                                "before its connection was lost)"
+                                                              : ""));
       target_->RollbackBatch();
       in_batch = false;
       (void)RecordFailure(record, conflict);  // logs it; the conflict is returned below
@@ -394,6 +445,37 @@ Result<BatchOutcome> Engine::RunBatch(const BatchOptions& options) {
   return outcome;
 }
 
+Result<BatchOutcome> Engine::RunBatchRetrying() {
+  struct Forget {
+    Attempt* attempt;
+    ~Forget() { *attempt = Attempt(); }
+  } forget{&attempt_};
+  std::chrono::milliseconds pause = kFirstRetryPause;
+  bool aborted_before = false;
+  for (int number = 1;; ++number) {
+    attempt_ = Attempt{number, kBatchAttempts, Jittered(pause), attempt_.fetched};
+    Result<BatchOutcome> outcome = RunBatch();
+    if (outcome.ok() || number >= kBatchAttempts || Stopping()) return outcome;
+    const Status::Code code = outcome.status().code();
+    // After an aborted attempt a conflict may only mean that attempt's
+    // COMMIT reached the database although its connection was lost: the
+    // source now stands at the stored offsets, so carry on from there.
+    const bool again = code == Status::Code::kRetryBatch || (code == Status::Code::kConflict && aborted_before);
+    if (!again) return outcome;
+    if (code == Status::Code::kRetryBatch) {
+      aborted_before = true;
+      source_->Idle(attempt_.pause, *stop_);
+      if (Stopping()) {
+        Status stopped = Status::Aborted("stopped by a signal while waiting to retry the batch; offsets unchanged");
+        spdlog::warn("{}", stopped.message());
+        reported_ = stopped.message();
+        return stopped;
+      }
+      pause *= 2;
+    }
+  }
+}
+
 Status Engine::RunUntilCaughtUp(const std::atomic<bool>& stop,
                                 const std::function<void(const Progress&)>& progress) {
   SLUICE_RETURN_IF_ERROR(source_->Refresh());
@@ -425,7 +507,7 @@ Status Engine::RunUntilCaughtUp(const std::atomic<bool>& stop,
   auto last_progress = Clock::now();
   int conflicts = 0;
   while (!stop.load() && !caught_up()) {
-    Result<BatchOutcome> outcome = RunBatch();
+    Result<BatchOutcome> outcome = RunBatchRetrying();
     if (!outcome.ok()) {
       // A conflict means another group member moved our offsets: we were
       // re-positioned, so carry on unless it keeps happening.
@@ -456,7 +538,7 @@ Status Engine::Run(const RunOptions& options, const std::atomic<bool>& stop) {
   stop_ = &stop;
   switch (options.mode) {
     case RunMode::kOnce: {
-      Result<BatchOutcome> outcome = RunBatch();
+      Result<BatchOutcome> outcome = RunBatchRetrying();
       return outcome.ok() ? Status::Ok() : outcome.status();
     }
     case RunMode::kUntilCaughtUp:

@@ -95,11 +95,20 @@ class Engine {
   Engine(const Pipeline& pipeline, std::unique_ptr<BatchSource> source)
       : pipeline_(pipeline), source_(std::move(source)) {}
   Status Prepare();
+  // RunBatch(), run again when the database aborted the batch for a reason
+  // the next attempt does not share (Status::RetryBatch: a serialization
+  // failure, a deadlock, the connection lost): up to kBatchAttempts in all,
+  // after a short, growing, jittered pause. The run modes use it; a single
+  // RunBatch() (quarantine replay) does not, as its source cannot fetch a
+  // batch again.
+  Result<BatchOutcome> RunBatchRetrying();
   Status RunUntilCaughtUp(const std::atomic<bool>& stop, const std::function<void(const Progress&)>& progress);
   Status RunEvery(const RunOptions& options, const std::atomic<bool>& stop);
   // Records a failed run in its own transaction and logs the error once,
-  // whether or not the record could be written. Returns `error`, or Aborted
-  // when a stop request interrupted the batch.
+  // whether or not the record could be written (as a warning saying when it
+  // is retried, for a batch that will be). Returns `error` (saying how often
+  // the batch was tried, once the attempts ran out), or Aborted when a stop
+  // request interrupted the batch.
   Status RecordFailure(RunRecord record, const Status& error);
   bool Stopping() const { return stop_ != nullptr && stop_->load(); }
 
@@ -116,6 +125,17 @@ class Engine {
   bool interruptible_ = false;
   std::optional<std::chrono::steady_clock::time_point> step_deadline_;
   std::string reported_;
+  // The batch in flight as RunBatchRetrying() plans it: its attempt, of how
+  // many, the pause before the next one, and whether the previous attempt
+  // fetched messages (which this one must fetch again).
+  struct Attempt {
+    int number = 1;
+    int of = 1;
+    std::chrono::milliseconds pause{0};
+    bool refetch = false;
+    bool fetched = false;  // set by RunBatch()
+  };
+  Attempt attempt_;
   const OffsetMap* pass_ends_ = nullptr;  // the end offsets of the pass in progress, for the batch line
 };
 

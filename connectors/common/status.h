@@ -15,7 +15,8 @@ namespace sluice {
 class [[nodiscard]] Status {
  public:
   enum class Code {
-    kOk, kInvalidConfig, kInvalidInput, kSqlError, kIoError, kKafkaError, kConflict, kAborted, kUnavailable, kDataLoss
+    kOk, kInvalidConfig, kInvalidInput, kSqlError, kIoError, kKafkaError, kConflict, kAborted, kUnavailable, kRetryBatch,
+    kDataLoss
   };
 
   Status() = default;
@@ -32,12 +33,19 @@ class [[nodiscard]] Status {
   // A transient condition worth retrying: the database is locked or busy,
   // the brokers are unreachable, a request timed out.
   static Status Unavailable(std::string msg) { return Status(Code::kUnavailable, std::move(msg)); }
+  // The database aborted the batch's transaction for a reason the next
+  // attempt does not share: a serialization failure or a deadlock with
+  // another worker, or the connection lost mid-batch. Nothing of the batch
+  // was kept, so the engine runs it again at once (a few times, with a short
+  // backoff) in every run mode. Transient: when the attempts run out,
+  // `run --every` retries it like Unavailable.
+  static Status RetryBatch(std::string msg) { return Status(Code::kRetryBatch, std::move(msg)); }
   // The log does not hold what the stored offsets say (deleted by retention,
   // topic recreated, impossible stored offset): never retried.
   static Status DataLoss(std::string msg) { return Status(Code::kDataLoss, std::move(msg)); }
 
   bool ok() const { return code_ == Code::kOk; }
-  bool transient() const { return code_ == Code::kUnavailable; }
+  bool transient() const { return code_ == Code::kUnavailable || code_ == Code::kRetryBatch; }
   Code code() const { return code_; }
   const std::string& message() const { return message_; }
 

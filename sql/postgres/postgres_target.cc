@@ -21,6 +21,7 @@
 #include <map>
 #include <set>
 #include <string_view>
+#include <thread>
 #include <tuple>
 
 #include "common/time.h"
@@ -179,6 +180,13 @@ std::string FormatDouble(double value) {
   if (std::isinf(value)) return value > 0 ? "Infinity" : "-Infinity";
   char buffer[40];
   std::snprintf(buffer, sizeof(buffer), "%.17g", value);
+  return buffer;
+}
+
+// "2.5s": a wait, for messages.
+std::string FormatSeconds(std::chrono::milliseconds duration) {
+  char buffer[32];
+  std::snprintf(buffer, sizeof(buffer), "%.1fs", duration.count() / 1000.0);
   return buffer;
 }
 
@@ -479,11 +487,33 @@ SendOutcome Send(PGconn* conn, const std::string& sql, const std::function<bool(
   return outcome;
 }
 
-// SQLSTATEs worth retrying: connection problems, serialization failures and
-// deadlocks, lock timeouts, a server shutting down or out of resources.
-bool Transient(const std::string& state) {
-  return state.rfind("08", 0) == 0 || state == "40001" || state == "40P01" || state == "55P03" ||
-         state.rfind("57P", 0) == 0 || state.rfind("53", 0) == 0;
+// SQLSTATEs that end the session: a connection exception, the server
+// terminating it (pg_terminate_backend, a shutdown, a crash of another
+// server process) or ending an idle one. The batch's transaction went with
+// it; a new session can run the batch again.
+bool SessionEnded(const std::string& state) {
+  return state.rfind("08", 0) == 0 || state == "57P01" || state == "57P02" || state == "57P05" || state == "25P03";
+}
+
+// SQLSTATEs of a transaction the server aborted because of other sessions
+// (workers upserting into the same aggregate rows): a serialization failure
+// or a deadlock. Run again, the batch usually passes.
+bool AbortedByOthers(const std::string& state) { return state == "40001" || state == "40P01"; }
+
+// SQLSTATEs worth waiting for: a lock held too long, the server starting,
+// stopping or out of resources.
+bool Busy(const std::string& state) {
+  return state == "55P03" || state.rfind("57P", 0) == 0 || state.rfind("53", 0) == 0;
+}
+
+// A Status of the same kind as `kind` (RetryBatch, Unavailable, else
+// SqlError) with `message`: a step's error, reworded to name its file and line.
+Status SameKind(const Status& kind, std::string message) {
+  switch (kind.code()) {
+    case Status::Code::kRetryBatch: return Status::RetryBatch(std::move(message));
+    case Status::Code::kUnavailable: return Status::Unavailable(std::move(message));
+    default: return Status::SqlError(std::move(message));
+  }
 }
 
 const char* ErrorField(const PGresult* result, int field) {
@@ -1014,17 +1044,44 @@ Status PostgresTarget::TakeLock() {
 bool PostgresTarget::usable() const { return PQstatus(conn_) != CONNECTION_BAD; }
 
 Status PostgresTarget::Reconnect() {
-  PQreset(conn_);
-  if (PQstatus(conn_) != CONNECTION_OK) {
-    return Status::Unavailable("lost the connection to " + described_ +
-                               " and cannot connect again: " + Scrub(TrimRight(PQerrorMessage(conn_))));
+  // A server restart (a failover, pg_ctl restart) takes a few seconds: try
+  // again with backoff for as long as a statement waits for another
+  // session's lock ([target] busy_timeout), then give up naming the server.
+  using Clock = std::chrono::steady_clock;
+  const auto start = Clock::now();
+  const std::chrono::milliseconds patience(std::max(0, options_.busy_timeout_ms));
+  std::chrono::milliseconds pause(100);
+  session_ready_ = false;
+  spdlog::warn("lost the connection to {}; connecting again (for up to {:.1f}s, [target] busy_timeout)", described_,
+               patience.count() / 1000.0);
+  while (true) {
+    PQreset(conn_);
+    if (PQstatus(conn_) == CONNECTION_OK) break;
+    const auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start);
+    if (waited >= patience || Interrupted()) {
+      return Status::Unavailable("lost the connection to " + described_ + " and cannot connect again (tried for " +
+                                 FormatSeconds(waited) + ", [target] busy_timeout): " + ConnectionError());
+    }
+    const auto until = Clock::now() + std::min(pause, patience - waited);
+    while (Clock::now() < until && !Interrupted()) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    pause = std::min(pause * 2, std::chrono::milliseconds(2000));
   }
-  spdlog::warn("connected to {} again after the connection was lost", described_);
+  spdlog::info("connected to {} again after {}", described_,
+               FormatSeconds(std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start)));
   SLUICE_RETURN_IF_ERROR(ConfigureSession());
   // The old session's lock and temporary tables went with it.
   SLUICE_RETURN_IF_ERROR(TakeLock());
   if (prepared_) SLUICE_RETURN_IF_ERROR(CreateStaging().WithContext("cannot create the staging table again"));
+  session_ready_ = true;
   return Status::Ok();
+}
+
+std::string PostgresTarget::ConnectionError() const {
+  // libpq's message spans lines ("...failed: Connection refused\n\tIs the
+  // server running...?"): one line for the log.
+  std::string why = TrimRight(PQerrorMessage(conn_));
+  why = ReplaceAll(ReplaceAll(std::move(why), "\n\t", ". "), "\n", "; ");
+  return Scrub(CleanText(why.empty() ? "unknown error" : why));
 }
 
 // --- Statements ------------------------------------------------------------------
@@ -1045,11 +1102,13 @@ Status PostgresTarget::Failure(const PGresult* result, const std::string& contex
   message = Scrub(CleanText(message));
   if (!context.empty()) message = context + ": " + message;
   // Every error the server sends has a SQLSTATE; one without comes from
-  // libpq, which has lost (or is losing) the connection.
-  if (PQstatus(conn_) == CONNECTION_BAD || state == nullptr) {
-    return Status::Unavailable(message + " (the connection to " + described_ + " was lost)");
+  // libpq, which has lost (or is losing) the connection. Either way the
+  // batch's transaction is gone, and the next attempt connects again.
+  if (PQstatus(conn_) == CONNECTION_BAD || state == nullptr || SessionEnded(state)) {
+    return Status::RetryBatch(message + " (the connection to " + described_ + " was lost)");
   }
-  if (Transient(state)) return Status::Unavailable(message);
+  if (AbortedByOthers(state)) return Status::RetryBatch(message);
+  if (Busy(state)) return Status::Unavailable(message);
   return Status::SqlError(message);
 }
 
@@ -1064,6 +1123,17 @@ Result<PostgresTarget::Rows> PostgresTarget::Run(const std::string& sql, const P
   const ExecStatusType status = PQresultStatus(rows.get());
   if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK) return Failure(rows.get());
   return rows;
+}
+
+Result<PostgresTarget::Rows> PostgresTarget::RunBetweenBatches(const std::string& sql, const Params& params) {
+  if (in_batch_) return Run(sql, params);
+  if (!usable() || !session_ready_) SLUICE_RETURN_IF_ERROR(Reconnect());
+  Result<Rows> rows = Run(sql, params);
+  if (rows.ok() || usable()) return rows;
+  // The server ended the session since the last statement (a restart):
+  // nothing was under way, so connect again and ask once more.
+  SLUICE_RETURN_IF_ERROR(Reconnect());
+  return Run(sql, params);
 }
 
 Status PostgresTarget::Exec(const std::string& sql) {
@@ -1320,13 +1390,16 @@ Status PostgresTarget::CheckSeed(const SeedFile& seed) {
 
 Status PostgresTarget::BeginBatch() {
   if (in_batch_) return Status::SqlError("internal error: a batch is already open on " + described_);
-  if (PQstatus(conn_) == CONNECTION_BAD) SLUICE_RETURN_IF_ERROR(Reconnect());
+  // A batch starts on a whole session: connected, set up, holding the
+  // pipeline lock (a reconnection whose set-up failed is tried again here).
+  if (!usable() || !session_ready_) SLUICE_RETURN_IF_ERROR(Reconnect());
   if (PQtransactionStatus(conn_) != PQTRANS_IDLE) (void)Exec("ROLLBACK");
   DiscardBuffers();
   Status begun = Exec("BEGIN");
-  if (!begun.ok() && begun.transient() && PQtransactionStatus(conn_) != PQTRANS_INTRANS) {
-    // The server closed an idle connection (a restart, an idle timeout):
-    // nothing of the batch ran yet, so connect again and begin once more.
+  if (!begun.ok() && !usable()) {
+    // The server closed the connection between batches (a restart, an idle
+    // timeout, pg_terminate_backend): nothing of the batch ran yet, so
+    // connect again and begin once more.
     spdlog::debug("begin on {}: {}", described_, begun.message());
     SLUICE_RETURN_IF_ERROR(Reconnect());
     begun = Exec("BEGIN");
@@ -1353,12 +1426,15 @@ Status PostgresTarget::CommitBatch() {
   ResultPtr result(PQexec(conn_, "COMMIT"));
   if (PQresultStatus(result.get()) != PGRES_COMMAND_OK) {
     Status failed = Failure(result.get(), "cannot commit the batch to " + described_);
-    if (failed.code() == Status::Code::kUnavailable && !usable()) {
-      // Whether the server committed is unknown; the next batch compares the
-      // stored offsets with where it starts, so nothing is read twice.
-      failed = Status::Unavailable(failed.message() +
-                                   "; whether the batch committed is unknown: the next batch starts from the offsets "
-                                   "the database holds");
+    if (!usable()) {
+      // Whether the server committed is unknown. Running the batch again is
+      // safe: the next attempt locks the partitions' offsets and compares
+      // them with where it started, so a batch that did commit is rolled
+      // back as a conflict and reading carries on from the stored offsets
+      // (nothing twice, nothing skipped).
+      failed = Status::RetryBatch(failed.message() +
+                                  "; whether the batch committed is unknown: the next attempt starts from the offsets "
+                                  "the database holds");
     }
     RollbackBatch();
     return failed;
@@ -1565,8 +1641,7 @@ Status PostgresTarget::RunFile(const SqlFile& file) {
     Status failed = Failure(outcome.error.get());
     std::string message = failed.message();
     if (outcome.cancelled) message = "interrupted";
-    if (failed.code() == Status::Code::kUnavailable) return Status::Unavailable(where(at) + message);
-    return Status::SqlError(where(at) + message);
+    return SameKind(failed, where(at) + message);
   }
   if (in_batch_ && PQtransactionStatus(conn_) != PQTRANS_INTRANS) {
     return Status::SqlError(file.display + ": ended the batch transaction; transaction control is not allowed in "
@@ -1640,8 +1715,7 @@ Result<CheckOutcome> PostgresTarget::RunCheck(const SqlFile& check) {
     Status failed = Failure(sent.error.get());
     std::string message = sent.cancelled ? "interrupted" : failed.message();
     if (state != nullptr && std::strcmp(state, "25006") == 0) message = readonly_rule + " (" + message + ")";
-    if (failed.code() == Status::Code::kUnavailable) return Status::Unavailable(where(at) + message);
-    return Status::SqlError(where(at) + message);
+    return SameKind(failed, where(at) + message);
   }
   SLUICE_RETURN_IF_ERROR(ended);
   if (fields <= 0) return Status::SqlError(where(statements[0].start) + readonly_rule);
@@ -1782,7 +1856,7 @@ Status PostgresTarget::RecordCommitTime(int64_t run_id, double commit_ms) {
 }
 
 Result<OffsetMap> PostgresTarget::AllStoredOffsets() {
-  Result<Rows> rows = Run("SELECT topic, \"partition\", next_offset FROM _sluice_offsets WHERE pipeline = $1",
+  Result<Rows> rows = RunBetweenBatches("SELECT topic, \"partition\", next_offset FROM _sluice_offsets WHERE pipeline = $1",
                           {options_.pipeline});
   if (!rows.ok()) return rows.status();
   OffsetMap stored;
@@ -1793,7 +1867,7 @@ Result<OffsetMap> PostgresTarget::AllStoredOffsets() {
 }
 
 Result<LastReadMap> PostgresTarget::LastRead() {
-  Result<Rows> rows = Run(
+  Result<Rows> rows = RunBetweenBatches(
       "SELECT topic, \"partition\", last_offset, last_fingerprint FROM _sluice_offsets WHERE pipeline = $1 AND "
       "last_offset IS NOT NULL AND last_fingerprint IS NOT NULL AND last_offset < next_offset",
       {options_.pipeline});

@@ -113,12 +113,18 @@ class PostgresTarget : public Target {
   // --- Statements --------------------------------------------------------
   // Runs `sql` (one statement; parameters $1...), returning its rows.
   Result<Rows> Run(const std::string& sql, const Params& params = {});
+  // Run() outside a batch, on a session connected again first when the
+  // server ended the old one (the stored offsets a rebalance looks up while
+  // the server restarts). In a batch, Run().
+  Result<Rows> RunBetweenBatches(const std::string& sql, const Params& params = {});
   // Runs one or more statements without parameters, discarding rows.
   Status Exec(const std::string& sql);
   // The Status for a failed statement's result (nullptr: the connection's
-  // own error): Unavailable when the connection is lost or the failure is
-  // worth retrying (serialization failure, deadlock, lock timeout,
-  // shutdown), SqlError otherwise. `context` prefixes the message.
+  // own error): RetryBatch when the transaction is gone for a reason the
+  // next attempt does not share (the connection lost or the session ended,
+  // a serialization failure, a deadlock), Unavailable when it is worth
+  // waiting for (a lock timeout, the server starting or out of resources),
+  // SqlError otherwise. `context` prefixes the message.
   Status Failure(const pg_result* result, const std::string& context = {}) const;
   // COPY `copy_sql` ... FROM STDIN with `data` (COPY text format).
   Status CopyIn(const std::string& copy_sql, const std::string& data);
@@ -141,7 +147,13 @@ class PostgresTarget : public Target {
   Status DeleteInput(const std::string& input);
   Result<int64_t> FinishRunRow(const RunRecord& run);
   Status StoreOffsetRows(const OffsetMap& next, int64_t run_id, const LastReadMap* last_read);
+  // Connects again after the connection was lost, with backoff for up to
+  // [target] busy_timeout, and sets the new session up (settings, the
+  // pipeline lock, the staging table); Unavailable naming the server when
+  // it does not come back.
   Status Reconnect();
+  // libpq's last connection error on one line, without the password.
+  std::string ConnectionError() const;
   bool Interrupted() const { return interrupt_ && interrupt_(); }
 
   pg_conn* conn_;
@@ -150,6 +162,7 @@ class PostgresTarget : public Target {
   std::string secret_;  // the password of the URL, scrubbed from every message
   std::function<bool()> interrupt_;
   bool in_batch_ = false;
+  bool session_ready_ = true;  // false from a lost connection until Reconnect() set the new session up
   std::string scratch_schema_;  // TargetOptions::scratch: created by Open, dropped on close
 
   // The staging table's shape (Prepare), to create it again on a new session.
