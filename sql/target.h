@@ -14,7 +14,10 @@
 //    no run row). Calls marked "in a batch" require an open batch.
 //  - A failed call returns a Status whose message names what failed (the
 //    step file and line, the table, the database); Unavailable for a
-//    condition worth retrying (locked, busy, connection lost).
+//    condition worth waiting for and retrying (locked, busy); RetryBatch
+//    when the database aborted the batch's transaction for a reason the
+//    next attempt does not share (serialization failure, deadlock, the
+//    connection lost mid-batch): the engine runs the batch again.
 //  - Not thread-safe: one thread (the engine's) uses a Target. The interrupt
 //    check is the only callback, and it is called on that thread.
 #pragma once
