@@ -180,6 +180,15 @@ bool CellMatches(const std::optional<std::string>& expected, const Actual& actua
     return std::fabs(value - target) <= *tolerance + slack;
   }
   if (actual.type == Value::Type::kInteger) return *want == *ParseDecimal(std::to_string(actual.integer));
+  if (actual.type == Value::Type::kDecimal) {
+    // Every digit the database holds, compared exactly: to the decimals
+    // written in the cell, like a REAL, but without a double in between
+    // (a sum of bigints past 2^53 keeps its last digits).
+    std::optional<Decimal> have = ParseDecimal(actual.text);
+    if (!have) return false;  // NaN, Infinity
+    if (scientific || expected->find('.') == std::string::npos) return *want == *have;
+    return *want == RoundTo(*have, decimals);
+  }
   if (std::strtod(expected->c_str(), nullptr) == actual.real) return true;  // all the digits, written out
   char shown[64];
   std::snprintf(shown, sizeof(shown), "%.15g", actual.real);

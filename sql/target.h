@@ -137,7 +137,9 @@ struct CompactOutcome {
 
 // A value read back by Query(), typed as the database holds it.
 struct Value {
-  enum class Type { kNull, kInteger, kReal, kText, kBlob };
+  // kDecimal: an exact decimal number (PostgreSQL numeric, what sum(bigint)
+  // returns): `text` holds every digit, `real` the nearest double.
+  enum class Type { kNull, kInteger, kReal, kDecimal, kText, kBlob };
   Type type = Type::kNull;
   int64_t integer = 0;
   double real = 0;

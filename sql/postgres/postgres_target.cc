@@ -1041,7 +1041,19 @@ Status PostgresTarget::TakeLock() {
                           (options_.lock_hint.empty() ? std::string(kRunHint) : options_.lock_hint));
 }
 
-bool PostgresTarget::usable() const { return PQstatus(conn_) != CONNECTION_BAD; }
+bool PostgresTarget::usable() const { return replaced_.empty() && PQstatus(conn_) != CONNECTION_BAD; }
+
+Result<std::string> PostgresTarget::Identity() {
+  // The database's and the offsets table's object ids: both change when the
+  // database is dropped and created again (or restored from a dump), or the
+  // catalog tables are; neither changes across a restart or a failover to
+  // a physical replica.
+  Result<Rows> identity = Run(
+      "SELECT (SELECT oid FROM pg_database WHERE datname = current_database())::text || '/' || "
+      "coalesce(to_regclass('_sluice_offsets')::oid::text, 'none')");
+  if (!identity.ok()) return identity.status();
+  return identity->Text(0, 0);
+}
 
 Status PostgresTarget::Reconnect() {
   // A server restart (a failover, pg_ctl restart) takes a few seconds: try
@@ -1051,6 +1063,7 @@ Status PostgresTarget::Reconnect() {
   const auto start = Clock::now();
   const std::chrono::milliseconds patience(std::max(0, options_.busy_timeout_ms));
   std::chrono::milliseconds pause(100);
+  if (!replaced_.empty()) return Status::IoError(replaced_);
   session_ready_ = false;
   spdlog::warn("lost the connection to {}; connecting again (for up to {:.1f}s, [target] busy_timeout)", described_,
                patience.count() / 1000.0);
@@ -1069,6 +1082,19 @@ Status PostgresTarget::Reconnect() {
   spdlog::info("connected to {} again after {}", described_,
                FormatSeconds(std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start)));
   SLUICE_RETURN_IF_ERROR(ConfigureSession());
+  if (!identity_.empty()) {
+    // The offsets this process holds belong to the database it prepared: a
+    // database created anew under the same name would take this batch as
+    // its first and skip everything before it.
+    Result<std::string> now = Identity();
+    if (!now.ok()) return now.status();
+    if (*now != identity_) {
+      replaced_ = "the database " + described_ +
+                  " was dropped and created again (or sluice's tables in it were) while sluice had it open; "
+                  "nothing more is committed into it: start sluice again to begin there from [source] start";
+      return Status::IoError(replaced_);
+    }
+  }
   // The old session's lock and temporary tables went with it.
   SLUICE_RETURN_IF_ERROR(TakeLock());
   if (prepared_) SLUICE_RETURN_IF_ERROR(CreateStaging().WithContext("cannot create the staging table again"));
@@ -1356,6 +1382,9 @@ Status PostgresTarget::Prepare(const std::optional<SqlFile>& schema, const std::
   }
   in_batch_ = false;
   SLUICE_RETURN_IF_ERROR(Exec("COMMIT").WithContext("cannot commit sluice's tables to " + described_));
+  Result<std::string> identity = Identity();
+  if (!identity.ok()) return identity.status();
+  identity_ = *identity;
   prepared_ = true;
   return Status::Ok();
 }
@@ -2298,10 +2327,13 @@ Result<QueryResult> PostgresTarget::Query(const std::string& sql) {
           value.type = Value::Type::kInteger;
           value.integer = std::strtoll(value.text.c_str(), nullptr, 10);
           break;
-        case 700:   // float4
-        case 701:   // float8
-        case 1700:  // numeric
+        case 700:  // float4
+        case 701:  // float8
           value.type = Value::Type::kReal;
+          value.real = std::strtod(value.text.c_str(), nullptr);
+          break;
+        case 1700:  // numeric: exact, as the server writes it
+          value.type = Value::Type::kDecimal;
           value.real = std::strtod(value.text.c_str(), nullptr);
           break;
         case 16:  // bool

@@ -152,6 +152,9 @@ class PostgresTarget : public Target {
   // pipeline lock, the staging table); Unavailable naming the server when
   // it does not come back.
   Status Reconnect();
+  // "DATABASE_OID/OFFSETS_TABLE_OID": which database this is (Prepare keeps
+  // it; Reconnect compares).
+  Result<std::string> Identity();
   // libpq's last connection error on one line, without the password.
   std::string ConnectionError() const;
   bool Interrupted() const { return interrupt_ && interrupt_(); }
@@ -171,6 +174,8 @@ class PostgresTarget : public Target {
   std::string copy_sql_;  // COPY _sluice_staging (...) FROM STDIN
   bool prepared_ = false;
   bool installed_ = false;  // the catalog tables are known to exist
+  std::string identity_;    // Identity() when prepared
+  std::string replaced_;    // why the database is no longer the one prepared (usable() is then false)
 
   // Rows waiting for the COPY, in COPY text format.
   std::string staging_buffer_;

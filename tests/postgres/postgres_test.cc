@@ -5,6 +5,8 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <filesystem>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -125,6 +127,32 @@ TEST_F(Postgres, ValidateChecksTheStepsOnTheServerInAScratchSchemaItDropsAfterwa
   // schema, and the scratch schema is gone.
   EXPECT_EQ(pg.One("select count(*) from pg_tables where schemaname = 'public'"), "0");
   EXPECT_EQ(pg.One("select count(*) from pg_namespace where nspname like 'sluice_scratch%'"), "0");
+}
+
+TEST_F(Postgres, FixturesCompareNumericValuesWithEveryDigit) {
+  // sum(bigint) is numeric on PostgreSQL: 2^53 + 1 has no double of its own,
+  // so only an exact comparison tells it from 2^53.
+  PipelineFiles files;
+  files.conf = "[source]\nbrokers = localhost:1\ntopic = events\ngroup = pg-test\n[columns]\nid = TEXT\nbig = INTEGER\n";
+  files.schema = "create table if not exists sums (id text primary key, total numeric);\n";
+  files.steps["10_sum.sql"] =
+      "insert into sums (id, total) select id, sum(big) from batch group by id\n"
+      "on conflict (id) do update set total = sums.total + excluded.total;\n";
+  WritePipeline(dir.path(), files);
+  const std::map<std::string, std::string> cases = {
+      {"exact", "9007199254740993"}, {"written_otherwise", "9007199254740993.0"}, {"off_by_one", "9007199254740992"}};
+  for (const auto& [name, total] : cases) {
+    const std::string case_dir = dir.path() + "/tests/" + name;
+    std::filesystem::create_directories(case_dir + "/expected");
+    WriteFile(case_dir + "/input.jsonl", "{\"id\":\"a\",\"big\":9007199254740992}\n{\"id\":\"a\",\"big\":1}\n");
+    WriteFile(case_dir + "/expected/sums.csv", "id,total\na," + total + "\n");
+  }
+  std::string output;
+  EXPECT_EQ(RunSluice({"test", dir.path(), "--db", url}, &output), 1) << output;
+  EXPECT_TRUE(Contains(output, "PASS exact")) << output;
+  EXPECT_TRUE(Contains(output, "PASS written_otherwise")) << output;
+  EXPECT_TRUE(Contains(output, "FAIL off_by_one")) << output;
+  EXPECT_TRUE(Contains(output, "+ a | 9007199254740993")) << output;
 }
 
 TEST_F(Postgres, MalformedMessagesGoToTheQuarantineWithTheirReason) {

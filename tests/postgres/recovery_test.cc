@@ -356,5 +356,39 @@ TEST_F(PostgresRecovery, AStopRequestWhileWaitingForTheServerStopsPromptly) {
   ExpectExactlyOnce(100);
 }
 
+TEST_F(PostgresRecovery, ADatabaseDroppedAndCreatedAgainMidRunIsRefusedByName) {
+  WritePipeline(dir.path(), Pipeline({}));
+  ProduceValues(brokers, "events", IdAmountValues("e", 0, 10), 0);
+  Child sluice({"run", dir.path(), "--every", "1s"}, log);
+  {
+    PgClient pg(url);
+    ASSERT_TRUE(WaitFor([&] { return pg.One("select count(*) from seen") == "10"; }, seconds(30))) << sluice.output();
+  }
+  // An operator recreates the database under the same name while sluice
+  // runs: the process's positions belong to the old one.
+  const size_t at = url.find("@/") + 2;  // postgresql://sluice@/NAME?host=...
+  const std::string name = url.substr(at, url.find('?') - at);
+  PgClient admin(server->Url());
+  ASSERT_TRUE(admin.Exec("DROP DATABASE \"" + name + "\" WITH (FORCE)")) << admin.error();
+  std::string error;
+  ASSERT_TRUE(server->CreateDatabase(name, &error)) << error;
+  ProduceValues(brokers, "events", IdAmountValues("e", 10, 10), 0);
+
+  std::optional<int> exit_code = sluice.Wait(seconds(60));
+  ASSERT_TRUE(exit_code.has_value()) << sluice.output();
+  const std::string output = sluice.full_output();
+  EXPECT_NE(*exit_code, 0) << Tail(output);
+  EXPECT_TRUE(Contains(output, "was dropped and created again")) << Tail(output);
+  {
+    // Nothing of the second half went into the new database.
+    PgClient pg(url);
+    EXPECT_EQ(pg.One("select count(*) from pg_tables where schemaname = 'public'"), "0");
+  }
+  // Started again, sluice begins there from [source] start.
+  std::string rerun;
+  ASSERT_EQ(RunSluice({"run", dir.path(), "--until-caught-up"}, &rerun), 0) << rerun;
+  ExpectExactlyOnce(20);
+}
+
 }  // namespace
 }  // namespace sluice::testing
