@@ -150,6 +150,13 @@ bool PgServer::CreateDatabase(const std::string& name, std::string* error) {
   return true;
 }
 
+bool PgServer::Stop(std::string* error) {
+  std::string out;
+  if (Run({bin_ + "/pg_ctl", "-D", dir_ + "/data", "-m", "immediate", "stop"}, &out)) return true;
+  *error = "pg_ctl stop failed: " + out;
+  return false;
+}
+
 bool PgServer::Restart(std::string* error) {
   std::string out;
   Run({bin_ + "/pg_ctl", "-D", dir_ + "/data", "-m", "immediate", "stop"}, &out);

@@ -27,6 +27,9 @@ class PgServer {
   bool CreateDatabase(const std::string& name, std::string* error);
   // Stops the server at once (as a crash would) and starts it again.
   bool Restart(std::string* error);
+  // Stops the server at once (as a crash would) and leaves it down;
+  // Restart() brings it back.
+  bool Stop(std::string* error);
   const std::string& dir() const { return dir_; }
 
  private:

@@ -7,6 +7,7 @@
 #include <atomic>
 #include <filesystem>
 #include <map>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -554,6 +555,221 @@ TEST_F(PostgresFunctions, QualifiedNamesWorkWithoutSluiceOnTheSearchPath) {
   Status again = target_->Prepare(std::nullopt, {}, std::chrono::milliseconds(0));
   ASSERT_TRUE(again.ok()) << again.message();
   EXPECT_EQ(Eval("date_trunc('day', '2026-11-21T08:34:19Z')"), "2026-11-21T00:00:00Z");
+}
+
+// The contract: every function gives, on PostgreSQL, what it gives on SQLite
+// (sql/sqlite/functions.cc) for the same input, errors included (the same
+// message after the function's name). The inputs are generated from a fixed
+// seed: valid instants across years 0000 to 9999 in every accepted form, and
+// near misses of each kind the parser refuses.
+class PostgresFunctionsMatchSqlite : public PostgresFunctions {
+ protected:
+  void SetUp() override {
+    ASSERT_NO_FATAL_FAILURE(PostgresFunctions::SetUp());
+    TargetOptions options;
+    options.database = ":memory:";
+    options.pipeline = "functions";
+    Result<std::unique_ptr<Target>> opened = Target::Open(options);
+    ASSERT_TRUE(opened.ok()) << opened.status().message();
+    sqlite_ = std::move(*opened);
+    Status prepared = sqlite_->Prepare(std::nullopt, {}, std::chrono::milliseconds(0));
+    ASSERT_TRUE(prepared.ok()) << prepared.message();
+  }
+
+  // The value as text ("NULL" for NULL), or "error: " and the message from
+  // the function's name on (SQLite and libpq put different prefixes before it).
+  static std::string Outcome(Target* target, const std::string& function, const std::string& expression) {
+    Result<QueryResult> result = target->Query("select " + expression);
+    if (!result.ok()) {
+      const std::string& message = result.status().message();
+      const size_t at = message.find(function + ": ");
+      std::string text = "error: " + (at == std::string::npos ? message : message.substr(at));
+      // The one intended difference: the hint names each database's types.
+      text = ReplaceAll(std::move(text), "must be a number, not text: use CAST(... AS bigint)",
+                        "must be an INTEGER, not TEXT: use CAST(... AS INTEGER)");
+      return text;
+    }
+    if (result->rows.empty() || result->rows[0].empty()) return "NO ROW";
+    const Value& value = result->rows[0][0];
+    if (value.type == Value::Type::kNull) return "NULL";
+    if (value.type == Value::Type::kInteger) return std::to_string(value.integer);
+    return value.text;
+  }
+
+  static std::string ReplaceAll(std::string text, const std::string& from, const std::string& to) {
+    for (size_t at = text.find(from); at != std::string::npos; at = text.find(from, at + to.size())) {
+      text.replace(at, from.size(), to);
+    }
+    return text;
+  }
+
+  // Compares `expression` on both; `sqlite_expression` when SQLite spells it
+  // differently.
+  void Compare(const std::string& function, const std::string& expression, std::string sqlite_expression = "") {
+    if (sqlite_expression.empty()) sqlite_expression = expression;
+    const std::string on_postgres = Outcome(target_.get(), function, expression);
+    const std::string on_sqlite = Outcome(sqlite_.get(), function, sqlite_expression);
+    ++compared_;
+    if (on_postgres.rfind("error: ", 0) == 0) ++errors_;
+    EXPECT_EQ(on_postgres, on_sqlite) << expression;
+  }
+
+  std::unique_ptr<Target> sqlite_;
+  int compared_ = 0, errors_ = 0;
+};
+
+std::string Quoted(const std::string& text) {
+  std::string out = "'";
+  for (char c : text) out += c == '\'' ? std::string("''") : std::string(1, c);
+  return out + "'";
+}
+
+std::string Padded(long value, int width) {
+  std::string digits = std::to_string(value);
+  return std::string(digits.size() < static_cast<size_t>(width) ? width - digits.size() : 0, '0') + digits;
+}
+
+// Timestamps as text: mostly valid, in every accepted form, and invalid ones.
+std::vector<std::string> GeneratedTimestamps(int count) {
+  std::mt19937_64 random(20261121);
+  auto pick = [&](long low, long high) { return std::uniform_int_distribution<long>(low, high)(random); };
+  auto leap = [](long year) { return year % 4 == 0 && (year % 100 != 0 || year % 400 == 0); };
+  std::vector<std::string> out = {
+      "0000-01-01", "0000-01-01T00:00:00Z", "0000-01-02", "0000-01-03", "0000-01-01T00:30:00+01:00",
+      "0000-01-01T00:30:00-01:00", "9999-12-31T23:59:59.999Z", "9999-12-31T23:59:59.9999999Z",
+      "9999-12-31T23:30:00-01:00", "9999-12-31T23:30:00+01:00", "1970-01-01", "1969-12-31T23:59:59.999Z",
+      "2000-02-29", "1900-02-29", "2100-02-29", "2400-02-29", "2026-02-30", "2026-13-01", "2026-00-10",
+      "2026-01-00", "2026-04-31", "2026-01-01T24:00:00Z", "2026-01-01T23:60:00Z", "2016-12-31T23:59:60Z",
+      "2026-01-01T10:00:00+24:00", "2026-01-01T10:00:00+23:60", "2026-01-01T10:00:00-99", "2026-01-01T10:00:00+2359",
+      "2026-01-01T10:00:00+1", "2026-01-01T10:00:00+01:0", "2026-01-01T10:00:00.Z", "2026-01-01T10:00Z",
+      "2026-01-01t10:00:00z", "2026-01-01 10:00:00", "2026-01-01T10:00:00 +01:00", " 2026-01-01", "2026-01-01 ",
+      "2026-01-01Z", "2026-01-01T", "2026-1-01", "26-01-01", "", "yesterday", "now", "1795250059706",
+      "-1795250059706", "12345", "1234", "-1234", "-", "2026-01-01T10:00:00+01:00:00", "2026-01-01T10:00:00Zjunk",
+      "２０２６-01-01", "2026-01-01T10:00:00.123456789+05:30", std::string(100, 'x'),
+      std::string(56, 'x') + "\xc3\xa9\xc3\xa9" + std::string(10, 'y'), std::string(55, 'x') + "\xe2\x82\xac" + "zzzzzz",
+      std::string(60, 'x'), std::string(61, 'x')};
+  while (static_cast<int>(out.size()) < count) {
+    const long year = pick(0, 20) == 0 ? (pick(0, 1) == 0 ? pick(0, 2) : pick(9997, 9999)) : pick(0, 9999);
+    long month = pick(1, 12);
+    const long days_in_month = month == 2 ? (leap(year) ? 29 : 28) : (month == 4 || month == 6 || month == 9 || month == 11) ? 30 : 31;
+    long day = pick(0, 6) == 0 ? days_in_month : pick(1, days_in_month);
+    long hour = pick(0, 23), minute = pick(0, 59), second = pick(0, 59);
+    const long broken = pick(0, 14);  // one field in fifteen inputs is out of its range
+    if (broken == 1) month = pick(0, 1) == 0 ? 0 : pick(13, 99);
+    if (broken == 2) day = pick(0, 1) == 0 ? 0 : days_in_month + pick(1, 99 - days_in_month);
+    if (broken == 3) hour = pick(24, 99);
+    if (broken == 4) minute = pick(60, 99);
+    if (broken == 5) second = pick(60, 99);
+    std::string text = Padded(year, 4) + "-" + Padded(month, 2) + "-" + Padded(day, 2);
+    const long form = pick(0, 9);
+    if (form != 0 || broken >= 3) {
+      text += "Tt "[pick(0, 2)];
+      text += Padded(hour, 2) + ":" + Padded(minute, 2);
+      if (pick(0, 4) != 0 || broken == 5) {
+        text += ":" + Padded(second, 2);
+        if (pick(0, 1) == 0) {
+          text += ".";
+          const long digits = pick(1, 9);
+          for (long digit = 0; digit < digits; ++digit) text += static_cast<char>('0' + pick(0, 9));
+        }
+      }
+      switch (pick(0, 6)) {
+        case 0: break;
+        case 1: text += "Z"; break;
+        case 2: text += "z"; break;
+        case 3: text += std::string(pick(0, 1) ? "+" : "-") + Padded(pick(0, 23), 2); break;
+        case 4: text += std::string(pick(0, 1) ? "+" : "-") + Padded(pick(0, 23), 2) + Padded(pick(0, 59), 2); break;
+        case 5: text += std::string(pick(0, 1) ? "+" : "-") + Padded(pick(0, 23), 2) + ":" + Padded(pick(0, 59), 2); break;
+        default: text += std::string(pick(0, 1) ? "+" : "-") + Padded(pick(0, 30), 2) + ":" + Padded(pick(0, 70), 2);
+      }
+    }
+    if (broken == 6) text.insert(static_cast<size_t>(pick(0, static_cast<long>(text.size()))), 1, "x:-.Z+9 "[pick(0, 7)]);
+    if (broken == 7) text.erase(static_cast<size_t>(pick(0, static_cast<long>(text.size()) - 1)), 1);
+    out.push_back(text);
+  }
+  return out;
+}
+
+TEST_F(PostgresFunctionsMatchSqlite, OnGeneratedTimestampsUnitsAndNumbers) {
+  const std::vector<std::string> units = {
+      "millisecond", "second", "minute", "hour", "day", "week", "month", "quarter", "year", "milliseconds", "SECONDS",
+      "Minute", "HOURS", "Days", "weeks", "MONTH", "Quarters", "YEARS", "fortnight", "s", "ss", "", "hr", "ms",
+      "years ", "decade", "weekss", std::string(70, 'u')};
+  const std::vector<std::string> stamps = GeneratedTimestamps(3000);
+  std::mt19937_64 random(7);
+  auto pick = [&](size_t size) { return std::uniform_int_distribution<size_t>(0, size - 1)(random); };
+  for (size_t index = 0; index < stamps.size(); ++index) {
+    const std::string ts = Quoted(stamps[index]);
+    const std::string other = Quoted(stamps[pick(stamps.size())]);
+    Compare("epoch_ms", "epoch_ms(" + ts + ")");
+    Compare("to_timestamp", "to_timestamp(" + ts + ")");
+    Compare("date_trunc", "date_trunc(" + Quoted(units[index % 9]) + ", " + ts + ")");
+    Compare("date_trunc", "date_trunc(" + Quoted(units[pick(units.size())]) + ", " + ts + ")");
+    Compare("date_diff", "date_diff(" + Quoted(units[pick(units.size())]) + ", " + ts + ", " + other + ")");
+  }
+  for (const std::string& unit : units) {
+    Compare("date_trunc", "date_trunc(" + Quoted(unit) + ", NULL)");
+    Compare("date_diff", "date_diff(" + Quoted(unit) + ", '2026-01-01', NULL)");
+    Compare("date_diff", "date_diff(" + Quoted(unit) + ", NULL, '2026-13-01')");
+  }
+  Compare("date_trunc", "date_trunc(NULL, 'garbage')");
+  Compare("date_diff", "date_diff(NULL, 'garbage', 1)");
+
+  // Epoch milliseconds: integers (epoch_ms passes them through unchanged),
+  // whole and fractional REALs (double precision and numeric on PostgreSQL).
+  std::vector<std::string> integers = {"0", "1", "-1", "86399999", "-86400001", "1795250059706", "-62167219200000",
+                                       "-62167219200001", "253402300799999", "253402300800000", "-62167046400001",
+                                       "9223372036854775807", "-9223372036854775807", "2147483647", "-2147483648"};
+  std::vector<std::string> reals = {"0.0", "1.5", "-0.5", "1795250059706.0", "-62167219200000.0", "253402300799999.0",
+                                    "-1.25", "86400000.0", "1795250059706.5", "-62135596800000.0"};
+  std::uniform_int_distribution<long> instant(-62167219200000, 253402300799999);
+  for (int count = 0; count < 300; ++count) {
+    const long ms = instant(random);
+    integers.push_back(std::to_string(ms));
+    if (count % 3 == 0) reals.push_back(std::to_string(ms / 1000 * 1000) + ".0");
+  }
+  for (size_t index = 0; index < integers.size(); ++index) {
+    const std::string& ms = integers[index];
+    Compare("epoch_ms", "epoch_ms(" + ms + ")");
+    Compare("to_timestamp", "to_timestamp(" + ms + ")");
+    Compare("date_trunc", "date_trunc(" + Quoted(units[index % 9]) + ", " + ms + ")");
+    Compare("date_trunc", "date_trunc(" + Quoted(units[pick(units.size())]) + ", " + ms + ")");
+    Compare("date_diff", "date_diff(" + Quoted(units[pick(units.size())]) + ", " + ms + ", " +
+                             Quoted(stamps[pick(stamps.size())]) + ")");
+    Compare("date_diff", "date_diff(" + Quoted(units[pick(9)]) + ", " + ms + "::bigint, " + integers[pick(integers.size())] + ")",
+            "date_diff(" + Quoted(units[pick(9)]) + ", " + ms + ", " + integers[pick(integers.size())] + ")");
+  }
+  for (size_t index = 0; index < reals.size(); ++index) {
+    const std::string& ms = reals[index];
+    for (const std::string& written : {ms, ms + "::double precision"}) {
+      const std::string qualified = written == ms ? "" : "sluice_functions.";  // PostgreSQL's to_timestamp(double)
+      Compare("epoch_ms", "epoch_ms(" + written + ")", "epoch_ms(" + ms + ")");
+      Compare("to_timestamp", qualified + "to_timestamp(" + written + ")", "to_timestamp(" + ms + ")");
+      Compare("date_trunc", "date_trunc(" + Quoted(units[index % 9]) + ", " + written + ")",
+              "date_trunc(" + Quoted(units[index % 9]) + ", " + ms + ")");
+      Compare("date_diff", "date_diff('day', " + written + ", '2026-01-01')", "date_diff('day', " + ms + ", '2026-01-01')");
+    }
+  }
+  EXPECT_GT(compared_, 15000);
+  EXPECT_GT(errors_, 1000);
+}
+
+TEST_F(PostgresFunctionsMatchSqlite, JsonExtract) {
+  const std::string doc = "'{\"a\": {\"b\": \"text\", \"n\": 2.5, \"i\": 42, \"t\": true, \"f\": false, \"z\": null, "
+                          "\"q\\\"k\": 3, \"x\": [1, [2, 3]]}, \"list\": [10, \"x\", {\"k\": \"v\"}], \"odd key\": 1, "
+                          "\"0\": \"zero\", \"d.e\": 4}'";
+  for (const char* path : {"$", "$.a.b", "$.a.n", "$.a.i", "$.a.t", "$.a.f", "$.a.z", "$.a.missing", "$.list[0]",
+                           "$.list[1]", "$.list[2].k", "$.list[9]", "$.\"odd key\"", "$.a.x[1][0]", "$.0",
+                           "$.\"d.e\"", "$.a.b.c", "$.list.k", "$.a.x[1]"}) {
+    Compare("json_extract", "json_extract(" + doc + ", " + Quoted(path) + ")");
+  }
+  for (const char* path : {"a.b", "$.", "$..a", "$.list[x]", "$.list[]", "$[", "$.\"unterminated", "$a", ""}) {
+    const std::string on_postgres = Outcome(target_.get(), "json_extract", "json_extract(" + doc + ", " + Quoted(path) + ")");
+    const std::string on_sqlite = Outcome(sqlite_.get(), "json_extract", "json_extract(" + doc + ", " + Quoted(path) + ")");
+    // SQLite words its own message; both refuse the path.
+    EXPECT_EQ(on_postgres, "error: json_extract: bad JSON path: " + Quoted(path)) << path;
+    EXPECT_EQ(on_sqlite.rfind("error: ", 0), 0u) << path << ": " << on_sqlite;
+  }
 }
 
 TEST_F(Postgres, StepsUseSluicesFunctionsUnqualified) {

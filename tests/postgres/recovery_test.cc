@@ -8,7 +8,6 @@
 #include <unistd.h>
 
 #include <chrono>
-#include <filesystem>
 #include <map>
 #include <optional>
 #include <string>
@@ -23,32 +22,6 @@ namespace {
 
 using std::chrono::milliseconds;
 using std::chrono::seconds;
-
-// The directory of pg_ctl, as pg_server.cc finds it.
-std::string PgBinDir() {
-  std::string out;
-  if (RunShell("pg_config --bindir 2>/dev/null", &out) == 0) {
-    while (!out.empty() && (out.back() == '\n' || out.back() == ' ')) out.pop_back();
-    if (!out.empty() && std::filesystem::exists(out + "/pg_ctl")) return out;
-  }
-  for (const char* version : {"17", "16", "15", "14", "13"}) {
-    std::string dir = std::string("/usr/lib/postgresql/") + version + "/bin";
-    if (std::filesystem::exists(dir + "/pg_ctl")) return dir;
-  }
-  return "";
-}
-
-// Stops `server` at once (as a crash would) and leaves it down; its
-// Restart() brings it back. "" or what failed.
-std::string StopServer(const PgServer& server) {
-  const std::string bin = PgBinDir();
-  if (bin.empty()) return "no pg_ctl";
-  std::string command = (::getuid() == 0 ? std::string("runuser -u postgres -- ") : std::string()) +
-                        ShellQuote(bin + "/pg_ctl") + " -D " + ShellQuote(server.dir() + "/data") +
-                        " -m immediate stop 2>&1";
-  std::string output;
-  return RunShell(command, &output) == 0 ? "" : "pg_ctl stop failed: " + output;
-}
 
 // Brings the shared server back when a test that stopped it ends, however
 // it ends: the other tests of this binary need it.
@@ -249,11 +222,11 @@ TEST_F(PostgresRecovery, AServerBackWithinBusyTimeoutIsReconnectedToWithBackoff)
 
   ServerBack back(server);
   back.Down();
-  ASSERT_EQ(StopServer(*server), "");
+  std::string error;
+  ASSERT_TRUE(server->Stop(&error)) << error;
   ASSERT_TRUE(WaitFor([&] { return Contains(sluice.full_output(), "connecting again"); }, seconds(20)))
       << sluice.output();
   std::this_thread::sleep_for(milliseconds(1500));  // a few failed attempts to connect
-  std::string error;
   ASSERT_TRUE(back.Up(&error)) << error;
   std::optional<int> exit_code = sluice.Wait(seconds(60));
   ASSERT_TRUE(exit_code.has_value()) << sluice.output();
@@ -273,8 +246,8 @@ TEST_F(PostgresRecovery, AServerDownLongerThanBusyTimeoutFailsNamingItAndARerunC
 
   ServerBack back(server);
   back.Down();
-  const std::string stopped = StopServer(*server);
-  ASSERT_EQ(stopped, "");
+  std::string error;
+  ASSERT_TRUE(server->Stop(&error)) << error;
   std::optional<int> exit_code = sluice.Wait(seconds(60));
   ASSERT_TRUE(exit_code.has_value()) << sluice.output();
   const std::string output = sluice.full_output();
@@ -282,7 +255,6 @@ TEST_F(PostgresRecovery, AServerDownLongerThanBusyTimeoutFailsNamingItAndARerunC
   EXPECT_TRUE(Contains(output, "lost the connection to " + url + " and cannot connect again")) << Tail(output);
   EXPECT_TRUE(Contains(output, "[target] busy_timeout")) << Tail(output);
 
-  std::string error;
   ASSERT_TRUE(back.Up(&error)) << error;
   std::string rerun;
   ASSERT_EQ(RunSluice({"run", dir.path(), "--until-caught-up"}, &rerun), 0) << rerun;
@@ -339,7 +311,8 @@ TEST_F(PostgresRecovery, AStopRequestWhileWaitingForTheServerStopsPromptly) {
 
   ServerBack back(server);
   back.Down();
-  ASSERT_EQ(StopServer(*server), "");
+  std::string error;
+  ASSERT_TRUE(server->Stop(&error)) << error;
   ASSERT_TRUE(WaitFor([&] { return Contains(sluice.full_output(), "connecting again"); }, seconds(20)))
       << sluice.output();
   auto asked = std::chrono::steady_clock::now();
@@ -349,7 +322,6 @@ TEST_F(PostgresRecovery, AStopRequestWhileWaitingForTheServerStopsPromptly) {
   EXPECT_EQ(*exit_code, 0) << sluice.output();
   EXPECT_TRUE(Contains(sluice.full_output(), "stopped by")) << sluice.output();
 
-  std::string error;
   ASSERT_TRUE(back.Up(&error)) << error;
   std::string rerun;
   ASSERT_EQ(RunSluice({"run", dir.path(), "--until-caught-up"}, &rerun), 0) << rerun;
