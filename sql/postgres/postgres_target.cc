@@ -580,7 +580,7 @@ std::string HostName() {
 
 // The version of the functions below: Prepare() replaces them when the schema
 // `sluice_functions` carries another.
-constexpr char kFunctionsVersion[] = "sluice SQL functions, version 1";
+constexpr char kFunctionsVersion[] = "sluice SQL functions, version 2";
 
 // The helpers, then the functions steps call: date_trunc, date_diff,
 // epoch_ms, to_timestamp (sql/sqlite/functions.cc on SQLite) and
@@ -596,6 +596,12 @@ constexpr char kFunctionsVersion[] = "sluice SQL functions, version 1";
 // pg_catalog.to_timestamp(double precision) and date_trunc(text, timestamp)
 // from being chosen for a literal.
 std::string FunctionsSql() {
+  // Speed matters: steps call these once per row. So the work for a valid
+  // argument happens in as few PL/pgSQL frames as possible (one for a number,
+  // two for text: the function and _parse), with the calendar arithmetic
+  // written out in place rather than in helper functions (a PL/pgSQL call
+  // costs more than the arithmetic, and SQL helpers called from PL/pgSQL are
+  // not inlined), and error messages are built only when there is an error.
   std::string sql = R"sql(
 CREATE SCHEMA IF NOT EXISTS sluice_functions;
 CREATE OR REPLACE FUNCTION sluice_functions._fdiv(a bigint, b bigint) RETURNS bigint LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
@@ -617,77 +623,81 @@ BEGIN
   RAISE EXCEPTION '%', fn || ': ' || sluice_functions._show(unit) ||
     ' is not a unit (use millisecond, second, minute, hour, day, week, month, quarter, year)' USING ERRCODE = '22023';
 END $f$;
-CREATE OR REPLACE FUNCTION sluice_functions._days_from_civil(y bigint, m bigint, d bigint) RETURNS bigint
-LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $f$
-DECLARE era bigint; yoe bigint; doy bigint; doe bigint;
+-- Raises the error for text that is not a timestamp at all.
+CREATE OR REPLACE FUNCTION sluice_functions._not_iso(fn text, t text) RETURNS void LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $f$
 BEGIN
-  IF m <= 2 THEN y := y - 1; END IF;
-  era := sluice_functions._fdiv(y, 400);
-  yoe := y - era * 400;
-  doy := (153 * (CASE WHEN m > 2 THEN m - 3 ELSE m + 9 END) + 2) / 5 + d - 1;
-  doe := yoe * 365 + yoe / 4 - yoe / 100 + doy;
-  RETURN era * 146097 + doe - 719468;
+  IF t ~ '^-?[0-9]+$' AND length(t) > 4 THEN
+    RAISE EXCEPTION '%', fn || ': ' || sluice_functions._show(t) ||
+      ' is not an ISO-8601 timestamp (epoch milliseconds must be a number, not text: use CAST(... AS bigint))'
+      USING ERRCODE = '22007';
+  END IF;
+  RAISE EXCEPTION '%', fn || ': ' || sluice_functions._show(t) || ' is not an ISO-8601 timestamp (expected YYYY-MM-DD, '
+    'optionally followed by THH:MM[:SS[.fff]] and Z, +HH:MM or -HH:MM; for example 2026-11-21T08:34:19.706Z)'
+    USING ERRCODE = '22007';
 END $f$;
-CREATE OR REPLACE FUNCTION sluice_functions._civil_from_days(z bigint, OUT cy bigint, OUT cm bigint, OUT cd bigint)
+-- Raises the error for a timestamp with a field out of its range.
+CREATE OR REPLACE FUNCTION sluice_functions._invalid(fn text, t text, what text) RETURNS void
 LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $f$
-DECLARE era bigint; doe bigint; yoe bigint; doy bigint; mp bigint;
 BEGIN
-  z := z + 719468;
-  era := sluice_functions._fdiv(z, 146097);
-  doe := z - era * 146097;
-  yoe := (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-  doy := doe - (365 * yoe + yoe / 4 - yoe / 100);
-  mp := (5 * doy + 2) / 153;
-  cd := doy - (153 * mp + 2) / 5 + 1;
-  cm := CASE WHEN mp < 10 THEN mp + 3 ELSE mp - 9 END;
-  cy := yoe + era * 400 + CASE WHEN cm <= 2 THEN 1 ELSE 0 END;
+  RAISE EXCEPTION '%', fn || ': ' || sluice_functions._show(t) || ' is not a valid timestamp: ' || what USING ERRCODE = '22008';
 END $f$;
 CREATE OR REPLACE FUNCTION sluice_functions._parse(fn text, t text) RETURNS bigint LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $f$
 DECLARE
-  p text[];
   y bigint; mo bigint; d bigint; h bigint := 0; mi bigint := 0; s bigint := 0; ms bigint := 0; off bigint := 0;
-  dim bigint; result bigint;
-  bad text := fn || ': ' || sluice_functions._show(t) || ' is not a valid timestamp: ';
+  pos integer := 17; rest text; digits integer; zone text; oh bigint; om bigint;
+  yy bigint; era bigint; yoe bigint; result bigint;
 BEGIN
-  p := regexp_match(t, '^([0-9]{4})-([0-9]{2})-([0-9]{2})(?:[Tt ]([0-9]{2}):([0-9]{2})(?::([0-9]{2})(?:[.]([0-9]+))?)?(?:[Zz]|(([+-])([0-9]{2})(?::?([0-9]{2}))?))?)?$');
-  IF p IS NULL THEN
-    IF t ~ '^-?[0-9]+$' AND length(t) > 4 THEN
-      RAISE EXCEPTION '%', fn || ': ' || sluice_functions._show(t) ||
-        ' is not an ISO-8601 timestamp (epoch milliseconds must be a number, not text: use CAST(... AS bigint))'
-        USING ERRCODE = '22007';
+  -- A match without captures is several times faster than regexp_match; the
+  -- fields are then at fixed places (the text is ASCII once it matches), but
+  -- for the fraction, whose length varies.
+  IF t !~ '^[0-9]{4}-[0-9]{2}-[0-9]{2}(?:[Tt ][0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:[.][0-9]+)?)?(?:[Zz]|[+-][0-9]{2}(?::?[0-9]{2})?)?)?$' THEN
+    PERFORM sluice_functions._not_iso(fn, t);
+  END IF;
+  y := substr(t, 1, 4)::bigint; mo := substr(t, 6, 2)::bigint; d := substr(t, 9, 2)::bigint;
+  IF length(t) > 10 THEN
+    h := substr(t, 12, 2)::bigint; mi := substr(t, 15, 2)::bigint;
+    IF substr(t, 17, 1) = ':' THEN
+      s := substr(t, 18, 2)::bigint;
+      pos := 20;
+      IF substr(t, 20, 1) = '.' THEN
+        rest := substr(t, 21);
+        digits := length(rest) - length(ltrim(rest, '0123456789'));
+        ms := rpad(left(rest, least(digits, 3)), 3, '0')::bigint;  -- truncated to milliseconds
+        pos := 21 + digits;
+      END IF;
     END IF;
-    RAISE EXCEPTION '%', fn || ': ' || sluice_functions._show(t) || ' is not an ISO-8601 timestamp (expected YYYY-MM-DD, '
-      'optionally followed by THH:MM[:SS[.fff]] and Z, +HH:MM or -HH:MM; for example 2026-11-21T08:34:19.706Z)'
-      USING ERRCODE = '22007';
-  END IF;
-  y := p[1]::bigint; mo := p[2]::bigint; d := p[3]::bigint;
-  IF p[4] IS NOT NULL THEN h := p[4]::bigint; mi := p[5]::bigint; END IF;
-  IF p[6] IS NOT NULL THEN s := p[6]::bigint; END IF;
-  IF p[7] IS NOT NULL THEN ms := rpad(left(p[7], 3), 3, '0')::bigint; END IF;
-  IF p[8] IS NOT NULL THEN
-    IF p[10]::bigint > 23 OR coalesce(p[11], '0')::bigint > 59 THEN
-      RAISE EXCEPTION '%', bad || 'UTC offset ' || p[8] || ' is not between -23:59 and +23:59' USING ERRCODE = '22008';
+    zone := substr(t, pos);
+    IF left(zone, 1) IN ('+', '-') THEN
+      oh := substr(zone, 2, 2)::bigint;
+      om := CASE WHEN length(zone) > 3 THEN right(zone, 2)::bigint ELSE 0 END;
+      IF oh > 23 OR om > 59 THEN
+        PERFORM sluice_functions._invalid(fn, t, 'UTC offset ' || zone || ' is not between -23:59 and +23:59');
+      END IF;
+      off := (oh * 60 + om) * CASE WHEN left(zone, 1) = '-' THEN -1 ELSE 1 END;
     END IF;
-    off := (p[10]::bigint * 60 + coalesce(p[11], '0')::bigint) * CASE WHEN p[9] = '-' THEN -1 ELSE 1 END;
   END IF;
-  IF mo < 1 OR mo > 12 THEN
-    RAISE EXCEPTION '%', bad || 'month ' || mo || ' does not exist' USING ERRCODE = '22008';
+  -- One test for every field in range; the messages, in the order SQLite checks, only when one is not.
+  IF mo < 1 OR mo > 12 OR d < 1 OR
+     (d > 28 AND d > CASE WHEN mo = 2 THEN CASE WHEN y % 4 = 0 AND (y % 100 <> 0 OR y % 400 = 0) THEN 29 ELSE 28 END
+                          WHEN mo IN (4, 6, 9, 11) THEN 30 ELSE 31 END) OR
+     h > 23 OR mi > 59 OR s > 59 THEN
+    IF mo < 1 OR mo > 12 THEN PERFORM sluice_functions._invalid(fn, t, 'month ' || mo || ' does not exist'); END IF;
+    IF d < 1 OR d > (CASE WHEN mo = 2 THEN CASE WHEN y % 4 = 0 AND (y % 100 <> 0 OR y % 400 = 0) THEN 29 ELSE 28 END
+                          WHEN mo IN (4, 6, 9, 11) THEN 30 ELSE 31 END) THEN
+      PERFORM sluice_functions._invalid(fn, t, left(t, 7) || ' has no day ' || d);
+    END IF;
+    IF h > 23 THEN PERFORM sluice_functions._invalid(fn, t, 'hour ' || h || ' does not exist (use 00 to 23)'); END IF;
+    IF mi > 59 THEN PERFORM sluice_functions._invalid(fn, t, 'minute ' || mi || ' does not exist (use 00 to 59)'); END IF;
+    PERFORM sluice_functions._invalid(fn, t, 'second ' || s || ' does not exist (leap seconds are not supported)');
   END IF;
-  dim := CASE WHEN mo = 2 THEN CASE WHEN y % 4 = 0 AND (y % 100 <> 0 OR y % 400 = 0) THEN 29 ELSE 28 END
-              WHEN mo IN (4, 6, 9, 11) THEN 30 ELSE 31 END;
-  IF d < 1 OR d > dim THEN
-    RAISE EXCEPTION '%', bad || p[1] || '-' || p[2] || ' has no day ' || d USING ERRCODE = '22008';
-  END IF;
-  IF h > 23 THEN RAISE EXCEPTION '%', bad || 'hour ' || h || ' does not exist (use 00 to 23)' USING ERRCODE = '22008'; END IF;
-  IF mi > 59 THEN
-    RAISE EXCEPTION '%', bad || 'minute ' || mi || ' does not exist (use 00 to 59)' USING ERRCODE = '22008';
-  END IF;
-  IF s > 59 THEN
-    RAISE EXCEPTION '%', bad || 'second ' || s || ' does not exist (leap seconds are not supported)' USING ERRCODE = '22008';
-  END IF;
-  result := sluice_functions._days_from_civil(y, mo, d) * 86400000 + h * 3600000 + mi * 60000 + s * 1000 + ms - off * 60000;
+  -- days_from_civil (Hinnant), floor division written out: yy >= -1.
+  yy := y - CASE WHEN mo <= 2 THEN 1 ELSE 0 END;
+  era := CASE WHEN yy < 0 THEN -1 ELSE yy / 400 END;
+  yoe := yy - era * 400;
+  result := (era * 146097 + yoe * 365 + yoe / 4 - yoe / 100 + (153 * (CASE WHEN mo > 2 THEN mo - 3 ELSE mo + 9 END) + 2) / 5 +
+             d - 1 - 719468) * 86400000 + h * 3600000 + mi * 60000 + s * 1000 + ms - off * 60000;
   IF result < -62167219200000 OR result > 253402300799999 THEN
-    RAISE EXCEPTION '%', bad || 'in UTC it is outside years 0000 to 9999' USING ERRCODE = '22008';
+    PERFORM sluice_functions._invalid(fn, t, 'in UTC it is outside years 0000 to 9999');
   END IF;
   RETURN result;
 END $f$;
@@ -722,88 +732,47 @@ BEGIN
   IF v < -62167219200000 OR v > 253402300799999 THEN PERFORM sluice_functions._range(fn, v::text); END IF;
   RETURN v::bigint;
 END $f$;
-CREATE OR REPLACE FUNCTION sluice_functions._format(ms bigint, with_millis boolean) RETURNS text
-LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $f$
-DECLARE days bigint := sluice_functions._fdiv(ms, 86400000); msd bigint; c record;
+CREATE OR REPLACE FUNCTION sluice_functions._bad_path(path text) RETURNS void LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $f$
 BEGIN
-  msd := ms - days * 86400000;
-  c := sluice_functions._civil_from_days(days);
-  RETURN lpad(c.cy::text, 4, '0') || '-' || lpad(c.cm::text, 2, '0') || '-' || lpad(c.cd::text, 2, '0') || 'T' ||
-         lpad((msd / 3600000)::text, 2, '0') || ':' || lpad((msd / 60000 % 60)::text, 2, '0') || ':' ||
-         lpad((msd / 1000 % 60)::text, 2, '0') ||
-         CASE WHEN with_millis THEN '.' || lpad((msd % 1000)::text, 3, '0') ELSE '' END || 'Z';
-END $f$;
-CREATE OR REPLACE FUNCTION sluice_functions._truncate(u text, ms bigint) RETURNS bigint LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $f$
-DECLARE days bigint := sluice_functions._fdiv(ms, 86400000); c record;
-BEGIN
-  CASE u
-    WHEN 'millisecond' THEN RETURN ms;
-    WHEN 'second' THEN RETURN sluice_functions._fdiv(ms, 1000) * 1000;
-    WHEN 'minute' THEN RETURN sluice_functions._fdiv(ms, 60000) * 60000;
-    WHEN 'hour' THEN RETURN sluice_functions._fdiv(ms, 3600000) * 3600000;
-    WHEN 'day' THEN RETURN days * 86400000;
-    WHEN 'week' THEN RETURN (days - sluice_functions._fmod(days + 3, 7)) * 86400000;  -- Monday; 1970-01-01 was a Thursday
-    ELSE NULL;
-  END CASE;
-  c := sluice_functions._civil_from_days(days);
-  CASE u
-    WHEN 'month' THEN RETURN sluice_functions._days_from_civil(c.cy, c.cm, 1) * 86400000;
-    WHEN 'quarter' THEN RETURN sluice_functions._days_from_civil(c.cy, (c.cm - 1) / 3 * 3 + 1, 1) * 86400000;
-    ELSE RETURN sluice_functions._days_from_civil(c.cy, 1, 1) * 86400000;
-  END CASE;
-END $f$;
-CREATE OR REPLACE FUNCTION sluice_functions._ordinal(u text, ms bigint) RETURNS bigint LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $f$
-DECLARE days bigint := sluice_functions._fdiv(ms, 86400000); c record;
-BEGIN
-  CASE u
-    WHEN 'millisecond' THEN RETURN ms;
-    WHEN 'second' THEN RETURN sluice_functions._fdiv(ms, 1000);
-    WHEN 'minute' THEN RETURN sluice_functions._fdiv(ms, 60000);
-    WHEN 'hour' THEN RETURN sluice_functions._fdiv(ms, 3600000);
-    WHEN 'day' THEN RETURN days;
-    WHEN 'week' THEN RETURN sluice_functions._fdiv(days + 3, 7);
-    ELSE NULL;
-  END CASE;
-  c := sluice_functions._civil_from_days(days);
-  CASE u
-    WHEN 'month' THEN RETURN c.cy * 12 + c.cm - 1;
-    WHEN 'quarter' THEN RETURN c.cy * 4 + (c.cm - 1) / 3;
-    ELSE RETURN c.cy;
-  END CASE;
+  RAISE EXCEPTION '%', 'json_extract: bad JSON path: ' || sluice_functions._show(path) USING ERRCODE = '22023';
 END $f$;
 CREATE OR REPLACE FUNCTION sluice_functions.json_extract(j text, path text) RETURNS text
 LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $f$
 DECLARE
   keys text[] := ARRAY[]::text[];
   pos integer := 2; n integer := length(path); c text; stop integer; v jsonb;
-  bad text := 'json_extract: bad JSON path: ' || sluice_functions._show(path);
 BEGIN
-  IF left(path, 1) <> '$' THEN RAISE EXCEPTION '%', bad USING ERRCODE = '22023'; END IF;
-  WHILE pos <= n LOOP
-    c := substr(path, pos, 1);
-    IF c = '.' THEN
-      pos := pos + 1;
-      IF substr(path, pos, 1) = '"' THEN
-        stop := strpos(substr(path, pos + 1), '"');
-        IF stop = 0 THEN RAISE EXCEPTION '%', bad USING ERRCODE = '22023'; END IF;
-        keys := keys || substr(path, pos + 1, stop - 1);
-        pos := pos + stop + 1;
+  -- Keys without quotes or brackets ($.a.b), the common case, split at once.
+  IF path ~ E'^\\$(\\.[^.\\["][^.\\[]*)*$' THEN
+    IF n > 1 THEN keys := string_to_array(substr(path, 3), '.'); END IF;
+  ELSE
+    IF left(path, 1) <> '$' THEN PERFORM sluice_functions._bad_path(path); END IF;
+    WHILE pos <= n LOOP
+      c := substr(path, pos, 1);
+      IF c = '.' THEN
+        pos := pos + 1;
+        IF substr(path, pos, 1) = '"' THEN
+          stop := strpos(substr(path, pos + 1), '"');
+          IF stop = 0 THEN PERFORM sluice_functions._bad_path(path); END IF;
+          keys := keys || substr(path, pos + 1, stop - 1);
+          pos := pos + stop + 1;
+        ELSE
+          stop := pos;
+          WHILE stop <= n AND substr(path, stop, 1) NOT IN ('.', '[') LOOP stop := stop + 1; END LOOP;
+          IF stop = pos THEN PERFORM sluice_functions._bad_path(path); END IF;
+          keys := keys || substr(path, pos, stop - pos);
+          pos := stop;
+        END IF;
+      ELSIF c = '[' THEN
+        stop := strpos(substr(path, pos), ']');
+        IF stop < 3 OR substr(path, pos + 1, stop - 2) !~ '^[0-9]+$' THEN PERFORM sluice_functions._bad_path(path); END IF;
+        keys := keys || substr(path, pos + 1, stop - 2);
+        pos := pos + stop;
       ELSE
-        stop := pos;
-        WHILE stop <= n AND substr(path, stop, 1) NOT IN ('.', '[') LOOP stop := stop + 1; END LOOP;
-        IF stop = pos THEN RAISE EXCEPTION '%', bad USING ERRCODE = '22023'; END IF;
-        keys := keys || substr(path, pos, stop - pos);
-        pos := stop;
+        PERFORM sluice_functions._bad_path(path);
       END IF;
-    ELSIF c = '[' THEN
-      stop := strpos(substr(path, pos), ']');
-      IF stop < 3 OR substr(path, pos + 1, stop - 2) !~ '^[0-9]+$' THEN RAISE EXCEPTION '%', bad USING ERRCODE = '22023'; END IF;
-      keys := keys || substr(path, pos + 1, stop - 2);
-      pos := pos + stop;
-    ELSE
-      RAISE EXCEPTION '%', bad USING ERRCODE = '22023';
-    END IF;
-  END LOOP;
+    END LOOP;
+  END IF;
   v := j::jsonb #> keys;
   RETURN CASE jsonb_typeof(v) WHEN 'string' THEN v #>> '{}' WHEN 'null' THEN NULL
               WHEN 'boolean' THEN CASE WHEN v = 'true'::jsonb THEN '1' ELSE '0' END ELSE v::text END;
@@ -817,41 +786,121 @@ AS $f$ SELECT sluice_functions.json_extract(j::text, path) $f$;
   auto show = [](const std::string& type, const char* arg) {
     return type == "text" ? std::string("sluice_functions._show(") + arg + ")" : std::string(arg) + "::text";
   };
+  // PL/pgSQL statements that set `var` to the epoch ms of argument `arg`
+  // (of `type`, not NULL), raising `fn`'s error when it is none.
+  auto read_ms = [](const std::string& fn, const std::string& type, const std::string& var, const std::string& arg) {
+    if (type == "text") return "  " + var + " := sluice_functions._parse('" + fn + "', " + arg + ");\n";
+    if (type == "integer") return "  " + var + " := " + arg + ";\n";  // always in range
+    if (type == "bigint") {
+      return "  " + var + " := " + arg + ";\n  IF " + var + " < -62167219200000 OR " + var +
+             " > 253402300799999 THEN PERFORM sluice_functions._range('" + fn + "', " + var + "::text); END IF;\n";
+    }
+    return "  " + var + " := sluice_functions._ms('" + fn + "', " + arg + ");\n";
+  };
+  // Floor division and modulo by a positive constant.
+  auto fdiv = [](const std::string& a, const std::string& b) {
+    return "((" + a + ") - ((" + a + ") % " + b + " + " + b + ") % " + b + ") / " + b;
+  };
+  auto fmod = [](const std::string& a, const std::string& b) { return "((" + a + ") % " + b + " + " + b + ") % " + b; };
+  // civil_from_days (Hinnant) of `days`: sets cy, cm, cd.
+  const std::string civil =
+      "  z := days + 719468;\n"
+      "  era := " + fdiv("z", "146097") + ";\n"
+      "  doe := z - era * 146097;\n"
+      "  yoe := (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;\n"
+      "  doy := doe - (365 * yoe + yoe / 4 - yoe / 100);\n"
+      "  mp := (5 * doy + 2) / 153;\n"
+      "  cd := doy - (153 * mp + 2) / 5 + 1;\n"
+      "  cm := CASE WHEN mp < 10 THEN mp + 3 ELSE mp - 9 END;\n"
+      "  cy := yoe + era * 400 + CASE WHEN cm <= 2 THEN 1 ELSE 0 END;\n";
+  const std::string civil_vars = "days bigint; z bigint; era bigint; doe bigint; yoe bigint; doy bigint; mp bigint; "
+                                 "cy bigint; cm bigint; cd bigint;";
+  // Returns `ms` (in years 0000 to 9999) as ISO-8601 UTC text.
+  auto format = [&](const std::string& with_millis) {
+    return "  days := " + fdiv("ms", "86400000") + ";\n" + civil +
+           "  ms := ms - days * 86400000;\n"
+           "  RETURN lpad(cy::text, 4, '0') || '-' || lpad(cm::text, 2, '0') || '-' || lpad(cd::text, 2, '0') || 'T' ||\n"
+           "         lpad((ms / 3600000)::text, 2, '0') || ':' || lpad((ms / 60000 % 60)::text, 2, '0') || ':' ||\n"
+           "         lpad((ms / 1000 % 60)::text, 2, '0') ||\n"
+           "         CASE WHEN " + with_millis + " THEN '.' || lpad((ms % 1000)::text, 3, '0') ELSE '' END || 'Z';\n";
+  };
+  // Sets `u` to the unit `unit` names, lower case and singular.
+  auto read_unit = [](const std::string& fn) {
+    return "  u := lower(unit);\n"
+           "  IF length(u) > 1 AND right(u, 1) = 's' THEN u := left(u, -1); END IF;\n"
+           "  IF u NOT IN ('millisecond', 'second', 'minute', 'hour', 'day', 'week', 'month', 'quarter', 'year') THEN\n"
+           "    PERFORM sluice_functions._unit('" + fn + "', unit);\n"
+           "  END IF;\n";
+  };
+  // Sets `var` to the ordinal of unit `u` holding instant `ms` (see
+  // UnitOrdinal in sql/sqlite/functions.cc).
+  auto ordinal = [&](const std::string& var, const std::string& ms) {
+    return "  days := " + fdiv(ms, "86400000") + ";\n"
+           "  CASE u\n"
+           "    WHEN 'millisecond' THEN " + var + " := " + ms + ";\n"
+           "    WHEN 'second' THEN " + var + " := " + fdiv(ms, "1000") + ";\n"
+           "    WHEN 'minute' THEN " + var + " := " + fdiv(ms, "60000") + ";\n"
+           "    WHEN 'hour' THEN " + var + " := " + fdiv(ms, "3600000") + ";\n"
+           "    WHEN 'day' THEN " + var + " := days;\n"
+           "    WHEN 'week' THEN " + var + " := " + fdiv("days + 3", "7") + ";\n"
+           "    ELSE\n" + civil +
+           "      " + var + " := CASE u WHEN 'month' THEN cy * 12 + cm - 1 WHEN 'quarter' THEN cy * 4 + (cm - 1) / 3 "
+           "ELSE cy END;\n"
+           "  END CASE;\n";
+  };
   for (const std::string type : types) {
     // epoch_ms passes integers through unchanged, as on SQLite.
     sql += "CREATE OR REPLACE FUNCTION sluice_functions.epoch_ms(ts " + type +
            ") RETURNS bigint LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $f$ SELECT " +
-           (type == "bigint" || type == "integer" ? std::string("ts::bigint") : "sluice_functions._ms('epoch_ms', ts)") +
+           (type == "bigint" || type == "integer" ? std::string("ts::bigint")
+            : type == "text"                      ? std::string("sluice_functions._parse('epoch_ms', ts)")
+                                                  : std::string("sluice_functions._ms('epoch_ms', ts)")) +
            " $f$;\n";
     sql += "CREATE OR REPLACE FUNCTION sluice_functions.to_timestamp(ts " + type +
-           ") RETURNS text LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $f$ SELECT "
-           "sluice_functions._format(sluice_functions._ms('to_timestamp', ts), true) $f$;\n";
+           ") RETURNS text LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $f$\n"
+           "DECLARE ms bigint; " + civil_vars + "\n"
+           "BEGIN\n" + read_ms("to_timestamp", type, "ms", "ts") + format("true") +
+           "END $f$;\n";
     // A bad unit is an error even when the timestamp is NULL: not STRICT.
     sql += "CREATE OR REPLACE FUNCTION sluice_functions.date_trunc(unit text, ts " + type +
            ") RETURNS text LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $f$\n"
-           "DECLARE u text; start bigint;\n"
+           "DECLARE u text; ms bigint; yy bigint; m bigint; " + civil_vars + "\n"
            "BEGIN\n"
-           "  IF unit IS NULL THEN RETURN NULL; END IF;\n"
-           "  u := sluice_functions._unit('date_trunc', unit);\n"
-           "  IF ts IS NULL THEN RETURN NULL; END IF;\n"
-           "  start := sluice_functions._truncate(u, sluice_functions._ms('date_trunc', ts));\n"
-           "  IF start < -62167219200000 THEN\n"
+           "  IF unit IS NULL THEN RETURN NULL; END IF;\n" + read_unit("date_trunc") +
+           "  IF ts IS NULL THEN RETURN NULL; END IF;\n" + read_ms("date_trunc", type, "ms", "ts") +
+           "  days := " + fdiv("ms", "86400000") + ";\n"
+           "  CASE u\n"
+           "    WHEN 'millisecond' THEN NULL;\n"
+           "    WHEN 'second' THEN ms := ms - " + fmod("ms", "1000") + ";\n"
+           "    WHEN 'minute' THEN ms := ms - " + fmod("ms", "60000") + ";\n"
+           "    WHEN 'hour' THEN ms := ms - " + fmod("ms", "3600000") + ";\n"
+           "    WHEN 'day' THEN ms := days * 86400000;\n"
+           "    WHEN 'week' THEN ms := (days - " + fmod("days + 3", "7") + ") * 86400000;  -- Monday; 1970-01-01 was a Thursday\n"
+           "    WHEN 'month' THEN\n" + civil +
+           "      ms := (days - cd + 1) * 86400000;\n"
+           "    ELSE\n" + civil +
+           "      -- days_from_civil(cy, m, 1); m <= 2 only for January, so yy >= -1.\n"
+           "      m := CASE WHEN u = 'quarter' THEN (cm - 1) / 3 * 3 + 1 ELSE 1 END;\n"
+           "      yy := cy - CASE WHEN m <= 2 THEN 1 ELSE 0 END;\n"
+           "      era := CASE WHEN yy < 0 THEN -1 ELSE yy / 400 END;\n"
+           "      yoe := yy - era * 400;\n"
+           "      ms := (era * 146097 + yoe * 365 + yoe / 4 - yoe / 100 + (153 * (CASE WHEN m > 2 THEN m - 3 ELSE m + 9 END)"
+           " + 2) / 5 - 719468) * 86400000;\n"
+           "  END CASE;\n"
+           "  IF ms < -62167219200000 THEN\n"
            "    RAISE EXCEPTION '%', 'date_trunc: the week holding ' || " + show(type, "ts") +
            " || ' starts before 0000-01-01 (supported years are 0000 to 9999)' USING ERRCODE = '22008';\n"
-           "  END IF;\n"
-           "  RETURN sluice_functions._format(start, u = 'millisecond');\n"
+           "  END IF;\n" + format("u = 'millisecond'") +
            "END $f$;\n";
     for (const std::string other : types) {
       sql += "CREATE OR REPLACE FUNCTION sluice_functions.date_diff(unit text, a " + type + ", b " + other +
              ") RETURNS bigint LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $f$\n"
-             "DECLARE u text; ma bigint; mb bigint;\n"
+             "DECLARE u text; ma bigint; mb bigint; oa bigint; ob bigint; " + civil_vars + "\n"
              "BEGIN\n"
-             "  IF unit IS NULL THEN RETURN NULL; END IF;\n"
-             "  u := sluice_functions._unit('date_diff', unit);\n"
-             "  IF a IS NULL OR b IS NULL THEN RETURN NULL; END IF;\n"
-             "  ma := sluice_functions._ms('date_diff', a);\n"
-             "  mb := sluice_functions._ms('date_diff', b);\n"
-             "  RETURN sluice_functions._ordinal(u, mb) - sluice_functions._ordinal(u, ma);\n"
+             "  IF unit IS NULL THEN RETURN NULL; END IF;\n" + read_unit("date_diff") +
+             "  IF a IS NULL OR b IS NULL THEN RETURN NULL; END IF;\n" + read_ms("date_diff", type, "ma", "a") +
+             read_ms("date_diff", other, "mb", "b") + ordinal("oa", "ma") + ordinal("ob", "mb") +
+             "  RETURN ob - oa;\n"
              "END $f$;\n";
     }
   }
