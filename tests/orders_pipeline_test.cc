@@ -6,21 +6,13 @@
 // C++ from the generated lines, without the pipeline's SQL.
 #include <gtest/gtest.h>
 #include <rapidjson/document.h>
-#include <rapidjson/stringbuffer.h>
-#include <rapidjson/writer.h>
 
 #include <algorithm>
-#include <cerrno>
 #include <cmath>
-#include <cstdio>
 #include <cstdlib>
-#include <ctime>
 #include <filesystem>
 #include <map>
-#include <optional>
 #include <set>
-#include <sstream>
-#include <tuple>
 
 #include "orders_reference.h"
 #include "test_support.h"
@@ -36,16 +28,6 @@ using testing::TempDir;
 using namespace orders_reference;  // the independent reference (tests/orders_reference.h)
 constexpr int kCount = 6000;
 constexpr size_t kBatch = 1000;
-
-// 32-bit FNV-1a: this test's own partitioner, so every offset is known.
-int32_t PartitionOf(const std::string& key) {
-  uint32_t hash = 2166136261u;
-  for (unsigned char c : key) {
-    hash ^= c;
-    hash *= 16777619u;
-  }
-  return static_cast<int32_t>(hash % kPartitions);
-}
 
 struct Expected {
   const Event* kept = nullptr;  // the newest staged version: greatest (timestamp, offset)
@@ -81,39 +63,11 @@ class OrdersPipelineTest : public ::testing::Test {
     world = new World();
     World& w = *world;
 
-    // 1. The repository's generator.
-    std::string command = std::string("python3 '") + SLUICE_SOURCE_DIR + "/pipelines/orders/generate.py' --count " +
-                          std::to_string(kCount) + " --seed 7";
-    FILE* pipe = popen(command.c_str(), "r");
-    ASSERT_NE(pipe, nullptr) << command;
+    // 1. The repository's generator; partitions and offsets decided here.
+    const std::string command = GeneratorCommand(kCount, 7);
     std::string output;
-    char buffer[65536];
-    size_t n;
-    while ((n = fread(buffer, 1, sizeof(buffer), pipe)) > 0) output.append(buffer, n);
-    ASSERT_EQ(pclose(pipe), 0) << command;
-    std::istringstream lines(output);
-    std::string line;
-    std::map<int32_t, int64_t> next_offset;
-    while (std::getline(lines, line)) {
-      if (line.empty()) continue;
-      Event event;
-      event.value = line;
-      rapidjson::Document doc;
-      doc.Parse(line.data(), line.size());
-      if (!doc.HasParseError() && doc.IsObject()) {
-        auto id = doc.FindMember("order_id");
-        if (id != doc.MemberEnd() && id->value.IsString()) event.key = id->value.GetString();
-        auto time = doc.FindMember("event_time");
-        if (time != doc.MemberEnd() && time->value.IsString()) {
-          std::optional<int64_t> ms = ParseIsoMillis(time->value.GetString());
-          if (ms) event.timestamp = *ms;
-        }
-      }
-      event.partition = event.key ? PartitionOf(*event.key) : 0;
-      event.offset = next_offset[event.partition]++;
-      Classify(&event);
-      w.events.push_back(event);
-    }
+    ASSERT_EQ(testing::RunShell(command, &output), 0) << command;
+    w.events = EventsFromGenerator(output);
     ASSERT_EQ(w.events.size(), static_cast<size_t>(kCount));
 
     for (const Event& e : w.events) {
@@ -132,28 +86,14 @@ class OrdersPipelineTest : public ::testing::Test {
                        [](const Event* a, const Event* b) { return a->Version() < b->Version(); });
       order.kept = order.versions.back();
     }
-    for (const auto& row : ReadCsv(std::string(SLUICE_SOURCE_DIR) + "/pipelines/orders/seeds/customers.csv")) {
-      w.seeds.customers[std::stoll(row.at("customer_id"))] = {row.at("name"), row.at("region")};
-    }
-    for (const auto& row : ReadCsv(std::string(SLUICE_SOURCE_DIR) + "/pipelines/orders/seeds/products.csv")) {
-      w.seeds.products[row.at("product_id")] = {row.at("name"), row.at("category")};
-    }
+    w.seeds = LoadSeeds(std::string(SLUICE_SOURCE_DIR) + "/pipelines/orders");
     ASSERT_EQ(w.seeds.customers.size(), 50u);
     ASSERT_EQ(w.seeds.products.size(), 20u);
 
     // 2. Produce: key = order_id, timestamp = event_time, partition = FNV(key) % 4.
     w.broker = testing::StartBroker("orders", kPartitions);
     ASSERT_NE(w.broker, nullptr);
-    std::vector<OutgoingMessage> messages;
-    for (const Event& e : w.events) {
-      OutgoingMessage message;
-      message.key = e.key;
-      message.value = e.value;
-      message.partition = e.partition;
-      message.timestamp = e.timestamp;
-      messages.push_back(message);
-    }
-    Status produced = ProduceMessages(w.broker->bootstrap(), "orders", messages);
+    Status produced = ProduceMessages(w.broker->bootstrap(), "orders", MessagesFor(w.events));
     ASSERT_TRUE(produced.ok()) << produced.message();
 
     // 3. A copy of pipelines/orders, run until caught up in batches of 1000.
@@ -209,35 +149,14 @@ class OrdersPipelineTest : public ::testing::Test {
 };
 
 // orders_curated as the pipeline defines it, independent of batches: per
-// order, the newest staged version (by timestamp, then offset), with the
+// order, the newest staged version (by timestamp, partition, offset), with the
 // status of the newest staged event that had one ('unknown' if none did).
 // Returns order_id -> (kept event, status). The batches are accepted for the
 // caller's convenience and deliberately not used: where batch boundaries
 // fall must not change the result.
 std::map<std::string, std::pair<const Event*, std::string>> ReplayBatches(const std::vector<std::vector<Range>>& batches) {
   (void)batches;
-  auto newer = [](const Event* a, const Event* b) {
-    return std::make_tuple(a->timestamp, a->partition, a->offset) >
-           std::make_tuple(b->timestamp, b->partition, b->offset);
-  };
-  std::map<std::string, const Event*> newest, newest_with_status;
-  for (const auto& [partition, events] : world->by_partition) {
-    for (const Event* e : events) {
-      if (!e->staged) continue;
-      const Event*& current = newest[*e->order_id];
-      if (current == nullptr || newer(e, current)) current = e;
-      if (e->status != "unknown") {
-        const Event*& with_status = newest_with_status[*e->order_id];
-        if (with_status == nullptr || newer(e, with_status)) with_status = e;
-      }
-    }
-  }
-  std::map<std::string, std::pair<const Event*, std::string>> curated;
-  for (const auto& [id, e] : newest) {
-    auto carried = newest_with_status.find(id);
-    curated[id] = {e, carried == newest_with_status.end() ? "unknown" : carried->second->status};
-  }
-  return curated;
+  return NewestVersions(world->events);
 }
 
 TEST_F(OrdersPipelineTest, CuratedTablesMatchAnIndependentReference) {
@@ -303,11 +222,8 @@ TEST_F(OrdersPipelineTest, CuratedTablesMatchAnIndependentReference) {
   std::map<std::string, std::pair<const Event*, std::string>> replayed = ReplayBatches(batches);
   EXPECT_EQ(replayed.size(), w.orders.size());
   std::map<std::string, std::vector<std::string>> actual;
-  for (const std::string& row : Query(w.db, std::string("select ") + kCuratedColumns + " from orders_curated")) {
-    std::vector<std::string> cells = Split(row);
-    ASSERT_EQ(cells.size(), 15u) << row;
-    actual[cells[0]] = cells;
-  }
+  ASSERT_NO_FATAL_FAILURE(
+      ParseCurated(Query(w.db, std::string("select ") + kCuratedColumns + " from orders_curated"), &actual));
   int mismatches = 0;
   for (const auto& [id, order] : w.orders) {
     auto found = actual.find(id);
@@ -353,40 +269,12 @@ TEST_F(OrdersPipelineTest, CuratedTablesMatchAnIndependentReference) {
 
   // revenue_hourly: non-cancelled orders by hour of their latest event,
   // region, category and currency, from the reference rows.
-  std::map<std::string, std::pair<int64_t, double>> expected_revenue;
-  for (const auto& [id, kept] : replayed) {
-    if (kept.second == "cancelled") continue;
-    std::vector<std::string> columns = ExpectedColumns(*kept.first, w.seeds);
-    std::string currency = columns[7] == "NULL" ? "unknown" : columns[7];
-    auto& cell = expected_revenue[columns[9] + "|" + columns[3] + "|" + columns[6] + "|" + currency];
-    cell.first += 1;
-    cell.second += kept.first->amount.value_or(0);
-  }
-  std::map<std::string, std::pair<int64_t, double>> actual_revenue;
-  for (const std::string& row : Query(w.db, "select hour, region, category, currency, orders, revenue from revenue_hourly")) {
-    std::vector<std::string> cells = Split(row);
-    ASSERT_EQ(cells.size(), 6u) << row;
-    actual_revenue[cells[0] + "|" + cells[1] + "|" + cells[2] + "|" + cells[3]] = {std::stoll(cells[4]),
-                                                                                   std::strtod(cells[5].c_str(), nullptr)};
-  }
-  EXPECT_EQ(actual_revenue.size(), expected_revenue.size());
+  const Revenue expected_revenue = ExpectedRevenue(replayed, w.seeds);
+  Revenue actual_revenue;
+  ASSERT_NO_FATAL_FAILURE(ParseRevenue(
+      Query(w.db, "select hour, region, category, currency, orders, revenue from revenue_hourly"), &actual_revenue));
   EXPECT_GT(expected_revenue.size(), 100u);
-  int revenue_mismatches = 0;
-  for (const auto& [key, cell] : expected_revenue) {
-    auto found = actual_revenue.find(key);
-    if (found == actual_revenue.end()) {
-      ADD_FAILURE() << "revenue_hourly lacks " << key;
-    } else if (found->second.first != cell.first || std::fabs(found->second.second - Round2(cell.second)) > 0.01) {
-      ADD_FAILURE() << "revenue_hourly " << key << ": expected " << cell.first << " orders, " << Round2(cell.second)
-                    << "; actual " << found->second.first << " orders, " << found->second.second;
-    } else {
-      continue;
-    }
-    if (++revenue_mismatches > 20) break;
-  }
-  for (const auto& [key, cell] : actual_revenue) {
-    if (!expected_revenue.count(key)) ADD_FAILURE() << "revenue_hourly has an unexpected row " << key;
-  }
+  ExpectRevenueMatches(expected_revenue, actual_revenue);
 }
 
 TEST_F(OrdersPipelineTest, RunningAgainWithNothingNewChangesNothing) {

@@ -35,21 +35,6 @@ using testing::TempDir;
 constexpr int kCount = 3000;
 constexpr int kBatch = 250;
 
-// Every message of `topic` (partitions 0..partitions-1), read with a plain consumer.
-std::vector<Event> ReadBack(const std::string& brokers, const std::string& topic, int partitions) {
-  std::vector<Event> events;
-  for (const testing::Record& record : testing::ReadAll(brokers, topic, partitions)) {
-    Event event;
-    event.value = record.value.value_or("");
-    event.key = record.key;
-    event.timestamp = record.timestamp;
-    event.partition = record.partition;
-    event.offset = record.offset;
-    events.push_back(event);
-  }
-  return events;
-}
-
 // Checks what must hold after any kill: the database opens, passes
 // integrity_check, and the ok runs account for exactly the stored offsets.
 void CheckConsistent(const std::string& db, const std::string& topic, const std::string& when) {
@@ -71,10 +56,7 @@ TEST(KafkaOrders, EndToEndUnderTwentyFourKillsMatchesTheReference) {
 
   // 1. Generate and publish with the real CLI.
   std::string lines;
-  ASSERT_EQ(testing::RunShell("python3 '" + std::string(SLUICE_SOURCE_DIR) + "/pipelines/orders/generate.py' --count " +
-                                  std::to_string(kCount) + " --seed 11 > " + dir / "orders.jsonl",
-                              nullptr),
-            0);
+  ASSERT_EQ(testing::RunShell(GeneratorCommand(kCount, 11) + " > " + dir / "orders.jsonl", nullptr), 0);
   std::string output;
   ASSERT_EQ(testing::RunSluice({"produce", "--brokers", kafka->bootstrap(), "--topic", topic, "--key-field", "order_id",
                                 "--timestamp-field", "event_time", dir / "orders.jsonl"},
@@ -83,7 +65,7 @@ TEST(KafkaOrders, EndToEndUnderTwentyFourKillsMatchesTheReference) {
       << output;
 
   // 2. Where the broker put each message: the reference's input.
-  std::vector<Event> events = ReadBack(kafka->bootstrap(), topic, kPartitions);
+  std::vector<Event> events = EventsFromRecords(testing::ReadAll(kafka->bootstrap(), topic, kPartitions));
   ASSERT_EQ(events.size(), static_cast<size_t>(kCount));
   {
     std::multiset<std::string> produced, generated;
@@ -93,17 +75,8 @@ TEST(KafkaOrders, EndToEndUnderTwentyFourKillsMatchesTheReference) {
     ASSERT_TRUE(produced == generated) << "the broker does not hold exactly the generated lines";
   }
   std::map<int32_t, int64_t> per_partition;
-  for (Event& e : events) {
-    Classify(&e);
-    ++per_partition[e.partition];
-  }
-  Seeds seeds;
-  for (const auto& row : ReadCsv(std::string(SLUICE_SOURCE_DIR) + "/pipelines/orders/seeds/customers.csv")) {
-    seeds.customers[std::stoll(row.at("customer_id"))] = {row.at("name"), row.at("region")};
-  }
-  for (const auto& row : ReadCsv(std::string(SLUICE_SOURCE_DIR) + "/pipelines/orders/seeds/products.csv")) {
-    seeds.products[row.at("product_id")] = {row.at("name"), row.at("category")};
-  }
+  for (const Event& e : events) ++per_partition[e.partition];
+  const Seeds seeds = LoadSeeds(std::string(SLUICE_SOURCE_DIR) + "/pipelines/orders");
 
   // 3. A copy of the pipeline, on this topic.
   const std::string pipeline = dir / "orders";
@@ -185,39 +158,17 @@ TEST(KafkaOrders, EndToEndUnderTwentyFourKillsMatchesTheReference) {
 
   // orders_curated: per order the newest staged version by (timestamp,
   // partition, offset), with the status of the newest staged event that had one.
-  auto newer = [](const Event* a, const Event* b) {
-    return std::make_tuple(a->timestamp, a->partition, a->offset) > std::make_tuple(b->timestamp, b->partition, b->offset);
-  };
-  std::map<std::string, const Event*> newest, newest_with_status;
-  for (const Event& e : events) {
-    if (!e.staged) continue;
-    const Event*& current = newest[*e.order_id];
-    if (current == nullptr || newer(&e, current)) current = &e;
-    if (e.status != "unknown") {
-      const Event*& with_status = newest_with_status[*e.order_id];
-      if (with_status == nullptr || newer(&e, with_status)) with_status = &e;
-    }
-  }
+  const std::map<std::string, std::pair<const Event*, std::string>> newest = NewestVersions(events);
   std::map<std::string, std::vector<std::string>> actual;
-  for (const std::string& row : Query(db, std::string("select ") + kCuratedColumns + " from orders_curated")) {
-    std::vector<std::string> cells = Split(row);
-    ASSERT_EQ(cells.size(), 15u) << row;
-    actual[cells[0]] = cells;
-  }
+  ASSERT_NO_FATAL_FAILURE(
+      ParseCurated(Query(db, std::string("select ") + kCuratedColumns + " from orders_curated"), &actual));
   EXPECT_EQ(actual.size(), newest.size());
   int mismatches = 0;
-  std::map<std::string, std::pair<int64_t, double>> expected_revenue;
-  for (const auto& [id, kept] : newest) {
-    auto carried = newest_with_status.find(id);
-    std::string status = carried == newest_with_status.end() ? "unknown" : carried->second->status;
+  for (const auto& [id, version] : newest) {
+    const Event* kept = version.first;
+    const std::string& status = version.second;
     std::vector<std::string> expected = ExpectedColumns(*kept, seeds);
     std::string expected_amount = kept->amount ? Fixed2(*kept->amount) : "NULL";
-    if (status != "cancelled") {
-      std::string currency = expected[7] == "NULL" ? "unknown" : expected[7];
-      auto& cell = expected_revenue[expected[9] + "|" + expected[3] + "|" + expected[6] + "|" + currency];
-      cell.first += 1;
-      cell.second += kept->amount.value_or(0);
-    }
     auto found = actual.find(id);
     if (found == actual.end()) {
       ADD_FAILURE() << "order " << id << " is missing from orders_curated";
@@ -237,23 +188,10 @@ TEST(KafkaOrders, EndToEndUnderTwentyFourKillsMatchesTheReference) {
   EXPECT_EQ(mismatches, 0);
 
   // revenue_hourly from the reference rows.
-  std::map<std::string, std::pair<int64_t, double>> actual_revenue;
-  for (const std::string& row : Query(db, "select hour, region, category, currency, orders, revenue from revenue_hourly")) {
-    std::vector<std::string> cells = Split(row);
-    ASSERT_EQ(cells.size(), 6u) << row;
-    actual_revenue[cells[0] + "|" + cells[1] + "|" + cells[2] + "|" + cells[3]] = {std::stoll(cells[4]),
-                                                                                   std::strtod(cells[5].c_str(), nullptr)};
-  }
-  EXPECT_EQ(actual_revenue.size(), expected_revenue.size());
-  int revenue_mismatches = 0;
-  for (const auto& [key, cell] : expected_revenue) {
-    auto found = actual_revenue.find(key);
-    if (found == actual_revenue.end() || found->second.first != cell.first ||
-        std::fabs(found->second.second - Round2(cell.second)) > 0.01) {
-      ADD_FAILURE() << "revenue_hourly " << key << ": expected " << cell.first << " orders, " << Round2(cell.second);
-      if (++revenue_mismatches > 20) break;
-    }
-  }
+  Revenue actual_revenue;
+  ASSERT_NO_FATAL_FAILURE(ParseRevenue(
+      Query(db, "select hour, region, category, currency, orders, revenue from revenue_hourly"), &actual_revenue));
+  ExpectRevenueMatches(ExpectedRevenue(newest, seeds), actual_revenue);
 
   // status: lag 0 against the broker, the group's offsets committed too.
   rapidjson::Document status;

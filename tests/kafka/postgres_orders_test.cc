@@ -76,10 +76,7 @@ class PostgresOrders : public ::testing::Test {
   // (an order's later events never reach the broker before its earlier ones).
   void GenerateChunks() {
     std::string lines;
-    ASSERT_EQ(testing::RunShell("python3 '" + std::string(SLUICE_SOURCE_DIR) + "/pipelines/orders/generate.py' --count " +
-                                    std::to_string(kEvents) + " --seed 23",
-                                &lines),
-              0);
+    ASSERT_EQ(testing::RunShell(orders_reference::GeneratorCommand(kEvents, 23), &lines), 0);
     std::istringstream in(lines);
     std::string chunk, line;
     int count = 0;
@@ -226,18 +223,7 @@ class PostgresOrders : public ::testing::Test {
 
   // Every message of the topic, as the broker placed it, read with a plain consumer.
   std::vector<Event> ReadBack() {
-    std::vector<Event> events;
-    for (const testing::Record& record : testing::ReadAll(kafka_->bootstrap(), topic_, kTopicPartitions)) {
-      Event event;
-      event.value = record.value.value_or("");
-      event.key = record.key;
-      event.timestamp = record.timestamp;
-      event.partition = record.partition;
-      event.offset = record.offset;
-      orders_reference::Classify(&event);
-      events.push_back(event);
-    }
-    return events;
+    return orders_reference::EventsFromRecords(testing::ReadAll(kafka_->bootstrap(), topic_, kTopicPartitions));
   }
 
   // orders_curated and revenue_hourly against the reference. Rows are
@@ -247,28 +233,7 @@ class PostgresOrders : public ::testing::Test {
     using orders_reference::Fixed2;
     using orders_reference::Round2;
     using orders_reference::Split;
-    Seeds seeds;
-    const std::string seed_dir = std::string(SLUICE_SOURCE_DIR) + "/pipelines/orders/seeds/";
-    for (const auto& row : orders_reference::ReadCsv(seed_dir + "customers.csv")) {
-      seeds.customers[std::stoll(row.at("customer_id"))] = {row.at("name"), row.at("region")};
-    }
-    for (const auto& row : orders_reference::ReadCsv(seed_dir + "products.csv")) {
-      seeds.products[row.at("product_id")] = {row.at("name"), row.at("category")};
-    }
-    // Per order: the newest staged version by (timestamp, partition, offset),
-    // and the status of the newest staged event that had one.
-    auto newer = [](const Event* a, const Event* b) {
-      return std::make_tuple(a->timestamp, a->partition, a->offset) > std::make_tuple(b->timestamp, b->partition, b->offset);
-    };
-    std::map<std::string, const Event*> newest, newest_with_status;
-    for (const Event& e : events) {
-      if (!e.staged) continue;
-      const Event*& current = newest[*e.order_id];
-      if (current == nullptr || newer(&e, current)) current = &e;
-      if (e.status == "unknown") continue;
-      const Event*& with_status = newest_with_status[*e.order_id];
-      if (with_status == nullptr || newer(&e, with_status)) with_status = &e;
-    }
+    const Seeds seeds = orders_reference::LoadSeeds(std::string(SLUICE_SOURCE_DIR) + "/pipelines/orders");
     auto join = [](const std::vector<std::string>& cells) {
       std::string row;
       for (const std::string& cell : cells) row += (row.empty() ? "" : "|") + cell;
@@ -276,9 +241,9 @@ class PostgresOrders : public ::testing::Test {
     };
     std::vector<std::string> expected_curated;
     std::map<std::string, std::pair<int64_t, double>> revenue;  // hour|region|category|currency
-    for (const auto& [id, kept] : newest) {
-      auto carried = newest_with_status.find(id);
-      const std::string status = carried == newest_with_status.end() ? "unknown" : carried->second->status;
+    for (const auto& [id, version] : orders_reference::NewestVersions(events)) {
+      const Event* kept = version.first;
+      const std::string& status = version.second;
       std::vector<std::string> columns = ExpectedColumns(*kept, seeds);
       if (status != "cancelled" && columns[9] != "NULL") {
         auto& cell = revenue[columns[9] + "|" + columns[3] + "|" + columns[6] + "|" +

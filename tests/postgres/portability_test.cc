@@ -16,7 +16,6 @@
 #include <set>
 #include <sstream>
 #include <string>
-#include <tuple>
 #include <vector>
 
 #include "orders_reference.h"
@@ -173,16 +172,6 @@ using namespace orders_reference;  // the independent reference (tests/orders_re
 constexpr int kCount = 3000;
 constexpr int kBatch = 400;
 
-// 32-bit FNV-1a: this test's own partitioner, so every offset is known.
-int32_t PartitionOf(const std::string& key) {
-  uint32_t hash = 2166136261u;
-  for (unsigned char c : key) {
-    hash ^= c;
-    hash *= 16777619u;
-  }
-  return static_cast<int32_t>(hash % kPartitions);
-}
-
 class OrdersOnPostgres : public testing::BrokerTest {
  protected:
   void SetUp() override {
@@ -204,84 +193,22 @@ class OrdersOnPostgres : public testing::BrokerTest {
 
   // The repository's generator, read as staging would read it.
   void Generate() {
-    std::string command = std::string("python3 '") + SLUICE_SOURCE_DIR + "/pipelines/orders/generate.py' --count " +
-                          std::to_string(kCount) + " --seed 11";
+    const std::string command = GeneratorCommand(kCount, 11);
     std::string output;
     ASSERT_EQ(testing::RunShell(command, &output), 0) << command;
-    std::istringstream lines(output);
-    std::string line;
-    std::map<int32_t, int64_t> next_offset;
-    while (std::getline(lines, line)) {
-      if (line.empty()) continue;
-      Event event;
-      event.value = line;
-      rapidjson::Document doc;
-      doc.Parse(line.data(), line.size());
-      if (!doc.HasParseError() && doc.IsObject()) {
-        auto id = doc.FindMember("order_id");
-        if (id != doc.MemberEnd() && id->value.IsString()) event.key = id->value.GetString();
-        auto time = doc.FindMember("event_time");
-        if (time != doc.MemberEnd() && time->value.IsString()) {
-          std::optional<int64_t> ms = ParseIsoMillis(time->value.GetString());
-          if (ms) event.timestamp = *ms;
-        }
-      }
-      event.partition = event.key ? PartitionOf(*event.key) : 0;
-      event.offset = next_offset[event.partition]++;
-      Classify(&event);
-      events.push_back(event);
-    }
+    events = EventsFromGenerator(output);
     ASSERT_EQ(events.size(), static_cast<size_t>(kCount));
-    for (const auto& row : ReadCsv(std::string(SLUICE_SOURCE_DIR) + "/pipelines/orders/seeds/customers.csv")) {
-      seeds.customers[std::stoll(row.at("customer_id"))] = {row.at("name"), row.at("region")};
-    }
-    for (const auto& row : ReadCsv(std::string(SLUICE_SOURCE_DIR) + "/pipelines/orders/seeds/products.csv")) {
-      seeds.products[row.at("product_id")] = {row.at("name"), row.at("category")};
-    }
+    seeds = LoadSeeds(std::string(SLUICE_SOURCE_DIR) + "/pipelines/orders");
   }
 
   // key = order_id, timestamp = event_time, partition = FNV(key) % 4.
   void Produce() {
-    std::vector<OutgoingMessage> messages;
-    for (const Event& e : events) {
-      OutgoingMessage message;
-      message.key = e.key;
-      message.value = e.value;
-      message.partition = e.partition;
-      message.timestamp = e.timestamp;
-      messages.push_back(message);
-    }
-    Status produced = ProduceMessages(brokers, "orders", messages);
+    Status produced = ProduceMessages(brokers, "orders", MessagesFor(events));
     ASSERT_TRUE(produced.ok()) << produced.message();
   }
 
   int Run(const std::string& mode, std::string* output) {
     return RunSluice({"run", pipeline, mode, "--brokers", brokers}, output);
-  }
-
-  // Per order: the newest staged version (by timestamp, partition, offset)
-  // and the status of the newest staged event that had one ('unknown' if none).
-  std::map<std::string, std::pair<const Event*, std::string>> Reference() const {
-    auto newer = [](const Event* a, const Event* b) {
-      return std::make_tuple(a->timestamp, a->partition, a->offset) >
-             std::make_tuple(b->timestamp, b->partition, b->offset);
-    };
-    std::map<std::string, const Event*> newest, newest_with_status;
-    for (const Event& e : events) {
-      if (!e.staged) continue;
-      const Event*& current = newest[*e.order_id];
-      if (current == nullptr || newer(&e, current)) current = &e;
-      if (e.status != "unknown") {
-        const Event*& with_status = newest_with_status[*e.order_id];
-        if (with_status == nullptr || newer(&e, with_status)) with_status = &e;
-      }
-    }
-    std::map<std::string, std::pair<const Event*, std::string>> curated;
-    for (const auto& [id, e] : newest) {
-      auto carried = newest_with_status.find(id);
-      curated[id] = {e, carried == newest_with_status.end() ? "unknown" : carried->second->status};
-    }
-    return curated;
   }
 
   // Everything the pipeline keeps, read back with libpq.
@@ -336,7 +263,7 @@ TEST_F(OrdersOnPostgres, CuratedTablesMatchTheReferenceAndASecondRunChangesNothi
   EXPECT_EQ(*offsets, expected_offsets);
 
   // orders_curated: one row per order, every column exact, amount to the cent.
-  std::map<std::string, std::pair<const Event*, std::string>> reference = Reference();
+  std::map<std::string, std::pair<const Event*, std::string>> reference = NewestVersions(events);
   EXPECT_GT(reference.size(), 100u);
   auto rows = pg.Rows(std::string("select ") + kCuratedColumns + " from orders_curated");
   ASSERT_TRUE(rows) << pg.error();
@@ -360,42 +287,13 @@ TEST_F(OrdersOnPostgres, CuratedTablesMatchTheReferenceAndASecondRunChangesNothi
   EXPECT_EQ(testing::DiffRows("orders_curated (" + std::string(kCuratedColumns) + ")", expected_rows, actual_rows), "");
 
   // revenue_hourly: non-cancelled orders by hour, region, category and currency.
-  std::map<std::string, std::pair<int64_t, double>> expected_revenue;
-  for (const auto& [id, kept] : reference) {
-    if (kept.second == "cancelled") continue;
-    std::vector<std::string> columns = ExpectedColumns(*kept.first, seeds);
-    std::string currency = columns[7] == "NULL" ? "unknown" : columns[7];
-    auto& cell = expected_revenue[columns[9] + "|" + columns[3] + "|" + columns[6] + "|" + currency];
-    cell.first += 1;
-    cell.second += kept.first->amount.value_or(0);
-  }
+  const Revenue expected_revenue = ExpectedRevenue(reference, seeds);
   auto revenue = pg.Rows("select hour, region, category, currency, orders, revenue from revenue_hourly");
   ASSERT_TRUE(revenue) << pg.error();
-  std::map<std::string, std::pair<int64_t, double>> actual_revenue;
-  for (const std::string& row : *revenue) {
-    std::vector<std::string> cells = Split(row);
-    ASSERT_EQ(cells.size(), 6u) << row;
-    actual_revenue[cells[0] + "|" + cells[1] + "|" + cells[2] + "|" + cells[3]] = {
-        std::stoll(cells[4]), std::strtod(cells[5].c_str(), nullptr)};
-  }
+  Revenue actual_revenue;
+  ASSERT_NO_FATAL_FAILURE(ParseRevenue(*revenue, &actual_revenue));
   EXPECT_GT(expected_revenue.size(), 20u);
-  EXPECT_EQ(actual_revenue.size(), expected_revenue.size());
-  int mismatches = 0;
-  for (const auto& [key, cell] : expected_revenue) {
-    auto found = actual_revenue.find(key);
-    if (found == actual_revenue.end()) {
-      ADD_FAILURE() << "revenue_hourly lacks " << key;
-    } else if (found->second.first != cell.first || std::fabs(found->second.second - Round2(cell.second)) > 0.01) {
-      ADD_FAILURE() << "revenue_hourly " << key << ": expected " << cell.first << " orders, " << Round2(cell.second)
-                    << "; actual " << found->second.first << " orders, " << found->second.second;
-    } else {
-      continue;
-    }
-    if (++mismatches > 20) break;
-  }
-  for (const auto& [key, cell] : actual_revenue) {
-    if (!expected_revenue.count(key)) ADD_FAILURE() << "revenue_hourly has an unexpected row " << key;
-  }
+  ExpectRevenueMatches(expected_revenue, actual_revenue);
 
   // Again, with nothing new: until caught up runs no batch at all, and one
   // forced (empty) batch changes no row.
